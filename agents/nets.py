@@ -1,0 +1,188 @@
+"""The small network kit: layers with a leading seed dimension, and the updates that go with them.
+
+A :class:`SeedLinear` holds one weight matrix per seed (``[n_seeds, in, out]``) and maps
+``[n_seeds, ..., in]`` to ``[n_seeds, ..., out]`` with one batched matmul, so five seeds cost one
+kernel launch, not five. Initialisation draws each seed's weights from that seed's own generator
+on the CPU, so a seed starts from the same weights whatever group or device it runs in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from agents.base import SeedStreams
+
+
+class SeedLinear(nn.Module):
+    """``y = x @ W_k + b_k`` for seed ``k``; weights ``[n_seeds, in, out]``, biases ``[n_seeds, 1, out]``."""
+
+    def __init__(self, n_seeds: int, in_features: int, out_features: int):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(torch.empty(n_seeds, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(n_seeds, 1, out_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        y = torch.baddbmm(self.bias, x.reshape(lead[0], -1, self.in_features), self.weight)
+        return y.reshape(*lead, self.out_features)
+
+
+class SeedLayerNorm(nn.Module):
+    """LayerNorm over the last dimension with a per-seed affine transform."""
+
+    def __init__(self, n_seeds: int, features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n_seeds, 1, features))
+        self.bias = nn.Parameter(torch.zeros(n_seeds, 1, features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.layer_norm(x, x.shape[-1:], eps=self.eps)
+        lead = x.shape[:-1]
+        y = y.reshape(lead[0], -1, x.shape[-1]) * self.weight + self.bias
+        return y.reshape(x.shape)
+
+
+Init = Callable[[Tensor, torch.Generator], None]
+
+
+def orthogonal(gain: float = 1.0) -> Init:
+    """Orthogonal kernels (flax ``nn.initializers.orthogonal(gain)``), zero biases."""
+
+    def init(weight: Tensor, generator: torch.Generator) -> None:
+        # flax kernels are [in, out]; orthogonal_ fills torch's [out, in] layout, so transpose.
+        kernel = torch.empty(weight.shape[1], weight.shape[0])
+        nn.init.orthogonal_(kernel, gain=gain, generator=generator)
+        weight.copy_(kernel.T)
+
+    return init
+
+
+def torch_default(weight: Tensor, generator: torch.Generator) -> None:
+    """``nn.Linear``'s default kernel init: U(-1/sqrt(in), 1/sqrt(in))."""
+    bound = 1.0 / math.sqrt(weight.shape[0])
+    nn.init.uniform_(weight, -bound, bound, generator=generator)
+
+
+@torch.no_grad()
+def init_seed_linear_(layer: SeedLinear, streams: SeedStreams, init: Init, bias: str = "zeros") -> None:
+    """Initialise every seed's slice from that seed's generator (``streams`` live on the CPU).
+
+    ``bias="zeros"`` (flax default) or ``"torch_default"`` (``nn.Linear``: U(-1/sqrt(in), 1/sqrt(in))).
+    """
+    bound = 1.0 / math.sqrt(layer.in_features)
+    for k, generator in enumerate(streams.generators):
+        weight = torch.empty(layer.in_features, layer.out_features)
+        init(weight, generator)
+        layer.weight[k].copy_(weight)
+        if bias == "torch_default":
+            layer.bias[k].copy_(torch.empty(1, layer.out_features).uniform_(-bound, bound, generator=generator))
+        else:
+            layer.bias[k].zero_()
+
+
+class SeedMLP(nn.Module):
+    """An MLP per seed: ``sizes = (in, hidden..., out)``, activation after every hidden layer.
+
+    ``layer_norm`` puts a LayerNorm before each hidden activation (the DTQL/CPQL critics);
+    ``activate_final`` also activates the output (IQL's policy trunk). Dropout after each
+    activation is drawn from the caller's per-seed streams, and only when they are passed.
+    """
+
+    def __init__(
+        self,
+        n_seeds: int,
+        sizes: Sequence[int],
+        activation: Callable[[Tensor], Tensor] = F.relu,
+        *,
+        layer_norm: bool = False,
+        activate_final: bool = False,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.activation = activation
+        self.dropout = dropout
+        self.linears = nn.ModuleList(SeedLinear(n_seeds, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        n_activated = len(self.linears) if activate_final else len(self.linears) - 1
+        self.norms = nn.ModuleList(SeedLayerNorm(n_seeds, b) for b in sizes[1 : n_activated + 1]) if layer_norm else None
+        self.n_activated = n_activated
+
+    def init_(self, streams: SeedStreams, init: Init, bias: str = "zeros") -> SeedMLP:
+        for layer in self.linears:
+            init_seed_linear_(layer, streams, init, bias)
+        return self
+
+    def forward(self, x: Tensor, dropout_streams: SeedStreams | None = None) -> Tensor:
+        for i, layer in enumerate(self.linears):
+            x = layer(x)
+            if i < self.n_activated:
+                if self.norms is not None:
+                    x = self.norms[i](x)
+                x = self.activation(x)
+                if self.dropout > 0 and dropout_streams is not None:
+                    keep = dropout_streams.rand(*x.shape[1:]) >= self.dropout
+                    x = x * keep / (1.0 - self.dropout)
+        return x
+
+
+def adam(parameters: Iterable[nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam (PyTorch defaults: betas 0.9/0.999, eps 1e-8, as optax.adam) with the fused kernel."""
+    return torch.optim.Adam(parameters, lr=lr, fused=True)
+
+
+@torch.no_grad()
+def polyak_(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """``target <- (1 - tau) * target + tau * source`` for every parameter (one fused kernel)."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+@torch.no_grad()
+def clip_grad_norm_per_seed_(parameters: Iterable[nn.Parameter], max_norm: float) -> Tensor:
+    """``clip_grad_norm_`` applied to each seed separately; returns the per-seed norms ``[n_seeds]``.
+
+    Each seed's gradient is rescaled by ``min(1, max_norm / (norm_k + 1e-6))`` exactly as
+    ``torch.nn.utils.clip_grad_norm_`` would for that seed alone, without touching the others.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    n_seeds = grads[0].shape[0]
+    squares = torch.stack([g.reshape(n_seeds, -1).pow(2).sum(1) for g in grads]).sum(0)
+    norms = squares.sqrt()
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.view(n_seeds, *([1] * (g.dim() - 1))))
+    return norms
+
+
+class TwinQ(nn.Module):
+    """Two independent Q networks ``Q_i(s, a) = MLP_i([s, a])``, each ``[n_seeds, ...]``."""
+
+    def __init__(
+        self,
+        n_seeds: int,
+        obs_dim: int,
+        act_dim: int,
+        hidden_dims: Sequence[int],
+        activation: Callable[[Tensor], Tensor] = F.relu,
+        *,
+        layer_norm: bool = False,
+    ):
+        super().__init__()
+        sizes = (obs_dim + act_dim, *hidden_dims, 1)
+        self.q1 = SeedMLP(n_seeds, sizes, activation, layer_norm=layer_norm)
+        self.q2 = SeedMLP(n_seeds, sizes, activation, layer_norm=layer_norm)
+
+    def init_(self, streams: SeedStreams, init: Init, bias: str = "zeros") -> TwinQ:
+        self.q1.init_(streams, init, bias)
+        self.q2.init_(streams, init, bias)
+        return self
+
+    def forward(self, observations: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.cat([observations, actions], dim=-1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)

@@ -1,0 +1,1 @@
+"""Results -> pandas -> rliable statistics -> LaTeX tables and figures (``bench report``; not built yet)."""

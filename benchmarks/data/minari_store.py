@@ -1,0 +1,357 @@
+"""Datasets in Minari's format, written and read through Minari's own API.
+
+Every dataset the suite trains on lives in the Minari root (``$MINARI_DATASETS_PATH``, default
+``~/.minari/datasets``): Minari's own downloads, the original D4RL files after
+``bench data import-d4rl``, and the quick-start data ``bench data make quickstart`` generates.
+One loader turns any of them into transitions: episode ``i`` with ``T`` steps stores ``T + 1``
+observations, and gives transitions ``(o_t, a_t, r_t, o_{t+1}, terminated_t)``, ``t < T``.
+
+Writes are atomic: a dataset is built under a hidden folder of the root and renamed into place,
+under a lock, so two jobs that need the same dataset never see half of one. The SHA-256 of the
+data file is recorded in the dataset's metadata and checked on every load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from benchmarks.errors import DataError
+
+DATA_FILE = "main_data.hdf5"
+BENCH_METADATA_KEY = "bench"  # our own metadata, one JSON object inside Minari's metadata.json
+
+
+def minari_root() -> Path:
+    """Minari's dataset root, as Minari itself resolves it."""
+    root = os.environ.get("MINARI_DATASETS_PATH")
+    return Path(root) if root else Path.home() / ".minari" / "datasets"
+
+
+def dataset_dir(dataset_id: str) -> Path:
+    return minari_root() / dataset_id
+
+
+def dataset_exists(dataset_id: str) -> bool:
+    return (dataset_dir(dataset_id) / "data" / "metadata.json").is_file()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def dataset_lock(dataset_id: str) -> Iterator[None]:
+    """An exclusive lock per dataset id, shared by every process using this Minari root."""
+    lock_dir = minari_root() / ".locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / (dataset_id.replace("/", "__") + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclasses.dataclass
+class Episodes:
+    """Episodes as flat arrays in Minari's layout: ``T_i + 1`` observations per episode."""
+
+    observations: np.ndarray  # [sum(T_i + 1), obs_dim]
+    actions: np.ndarray  # [sum(T_i), act_dim]
+    rewards: np.ndarray  # [sum(T_i)]
+    terminations: np.ndarray  # [sum(T_i)] bool
+    truncations: np.ndarray  # [sum(T_i)] bool
+    lengths: np.ndarray  # [n_episodes] T_i >= 1
+
+    @classmethod
+    def concatenate(cls, parts: list[Episodes]) -> Episodes:
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)))
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.lengths)
+
+    def returns(self) -> np.ndarray:
+        starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
+        return np.add.reduceat(self.rewards.astype(np.float64), starts) if len(starts) else np.zeros(0)
+
+    def buffers(self) -> list:
+        """Minari ``EpisodeBuffer`` views, one per episode (no copies)."""
+        from minari.data_collector import EpisodeBuffer
+
+        step_ends = np.cumsum(self.lengths)[:-1]
+        obs_ends = step_ends + np.arange(1, len(self.lengths))
+        split = lambda x, ends: np.split(x, ends)  # noqa: E731
+        return [
+            EpisodeBuffer(id=i, observations=o, actions=a, rewards=r, terminations=te, truncations=tr, infos={})
+            for i, (o, a, r, te, tr) in enumerate(
+                zip(
+                    split(self.observations, obs_ends),
+                    split(self.actions, step_ends),
+                    split(self.rewards, step_ends),
+                    split(self.terminations, step_ends),
+                    split(self.truncations, step_ends),
+                )
+            )
+        ]
+
+
+@dataclasses.dataclass
+class DatasetInfo:
+    """What the harness needs to know about a stored dataset, and what provenance records."""
+
+    dataset_id: str
+    path: Path  # the Minari data folder
+    sha256: str  # of main_data.hdf5
+    env_spec: gym.envs.registration.EnvSpec | None  # evaluation environment
+    ref_min_score: float | None
+    ref_max_score: float | None
+    num_episodes: int
+    num_transitions: int
+    reward_min: float
+    reward_max: float
+    num_terminals: int
+    extra: dict[str, Any]  # the suite's own metadata (source file, checksums, invariants)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "dataset_id": self.dataset_id,
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "eval_env": self.env_spec.id if self.env_spec else None,
+            "ref_min_score": self.ref_min_score,
+            "ref_max_score": self.ref_max_score,
+            "episodes": self.num_episodes,
+            "transitions": self.num_transitions,
+            "reward_range": [self.reward_min, self.reward_max],
+            "terminals": self.num_terminals,
+            **({"source": self.extra} if self.extra else {}),
+        }
+
+
+@dataclasses.dataclass
+class DatasetArrays:
+    """Transitions as numpy arrays (float32), ready to move to a device."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_observations: np.ndarray
+    terminals: np.ndarray
+    episode_index: np.ndarray  # int64
+
+
+def write_dataset(
+    dataset_id: str,
+    episodes: Episodes,
+    *,
+    env_id: str,
+    ref_min_score: float,
+    ref_max_score: float,
+    description: str,
+    algorithm_name: str,
+    extra: dict[str, Any],
+    overwrite: bool = False,
+) -> DatasetInfo:
+    """Write ``episodes`` as Minari dataset ``dataset_id`` (``minari.create_dataset_from_buffers``).
+
+    ``env_id`` is both the collection and the evaluation environment; the reference scores go
+    into Minari's ``ref_min_score``/``ref_max_score``. ``extra`` is stored under ``"bench"``,
+    with the dataset's statistics (counts, reward and return ranges) and the data file's SHA-256.
+    """
+    import minari
+
+    if episodes.num_episodes == 0:
+        raise DataError(f"dataset {dataset_id} would be empty: no complete transition to write")
+    root = minari_root()
+    target = root / dataset_id
+    with dataset_lock(dataset_id):
+        if target.exists():
+            if not overwrite:
+                raise DataError(f"dataset {dataset_id} already exists at {target}", "pass --force to rebuild it")
+            shutil.rmtree(target)
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+        try:
+            with _minari_root_at(staging), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                minari.create_dataset_from_buffers(
+                    dataset_id=dataset_id,
+                    buffer=episodes.buffers(),
+                    env=env_id,
+                    algorithm_name=algorithm_name,
+                    author="ofql-bench",
+                    author_email="ofql-bench@localhost",
+                    code_permalink="https://example.invalid/ofql-bench (see provenance)",
+                    ref_min_score=float(ref_min_score),
+                    ref_max_score=float(ref_max_score),
+                    description=description,
+                )
+            data = staging / dataset_id / "data"
+            bench = {**extra, "statistics": _statistics(episodes), "sha256": sha256_file(data / DATA_FILE)}
+            _update_raw_metadata(data, {BENCH_METADATA_KEY: bench})
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / dataset_id, target)
+            _copy_namespace_metadata(staging, root, dataset_id)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return read_info(dataset_id)
+
+
+def _statistics(episodes: Episodes) -> dict[str, Any]:
+    returns = episodes.returns()
+    return {
+        "episodes": int(episodes.num_episodes),
+        "transitions": int(episodes.lengths.sum()),
+        "reward_min": float(episodes.rewards.min()),
+        "reward_max": float(episodes.rewards.max()),
+        "terminals": int(episodes.terminations.sum()),
+        "truncations": int(episodes.truncations.sum()),
+        "return_min": float(returns.min()),
+        "return_mean": float(returns.mean()),
+        "return_max": float(returns.max()),
+    }
+
+
+def _update_raw_metadata(data: Path, updates: dict[str, Any]) -> None:
+    path = data / "metadata.json"
+    metadata = json.loads(path.read_text())
+    metadata.update(updates)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metadata))
+    os.replace(tmp, path)
+
+
+def _copy_namespace_metadata(staging: Path, root: Path, dataset_id: str) -> None:
+    """Minari keeps a ``namespace_metadata.json`` in each namespace folder; keep it with the data."""
+    parts = dataset_id.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        name = Path(*parts[:depth]) / "namespace_metadata.json"
+        if (staging / name).exists() and not (root / name).exists():
+            shutil.copyfile(staging / name, root / name)
+
+
+@contextlib.contextmanager
+def _minari_root_at(path: Path) -> Iterator[None]:
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["MINARI_DATASETS_PATH"]
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def _read_metadata(dataset_id: str) -> tuple[Path, dict[str, Any]]:
+    data = dataset_dir(dataset_id) / "data"
+    meta_path = data / "metadata.json"
+    if not meta_path.is_file():
+        raise DataError(
+            f"dataset {dataset_id} is not in the Minari root {minari_root()}",
+            f"`bench data list` shows what is there; `bench data download {dataset_id}` fetches a Minari dataset",
+        )
+    try:
+        return data, json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{meta_path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def read_info(dataset_id: str, *, verify: bool = True) -> DatasetInfo:
+    """Metadata of a stored dataset, with its data file's checksum verified."""
+    data, metadata = _read_metadata(dataset_id)
+    data_file = data / DATA_FILE
+    if not data_file.is_file():
+        raise DataError(f"{data_file}: missing; the dataset folder is incomplete", "rebuild or re-download it")
+    extra = dict(metadata.get(BENCH_METADATA_KEY, {}))
+    recorded = extra.pop("sha256", None)
+    actual = sha256_file(data_file) if verify or recorded is None else recorded
+    if recorded is not None and actual != recorded:
+        raise DataError(
+            f"{data_file}: SHA-256 {actual[:12]}… differs from the {recorded[:12]}… recorded when it was written",
+            "the file was modified or is corrupt; rebuild it",
+        )
+    spec_json = metadata.get("eval_env_spec") or metadata.get("env_spec")
+    env_spec = gym.envs.registration.EnvSpec.from_json(spec_json) if spec_json else None
+    stats = extra.get("statistics", {})
+    return DatasetInfo(
+        dataset_id=dataset_id,
+        path=data,
+        sha256=actual,
+        env_spec=env_spec,
+        ref_min_score=metadata.get("ref_min_score"),
+        ref_max_score=metadata.get("ref_max_score"),
+        num_episodes=int(metadata.get("total_episodes", 0)),
+        num_transitions=int(metadata.get("total_steps", 0)),
+        reward_min=float(stats.get("reward_min", np.nan)),
+        reward_max=float(stats.get("reward_max", np.nan)),
+        num_terminals=int(stats.get("terminals", -1)),
+        extra=extra,
+    )
+
+
+def load_dataset(dataset_id: str) -> tuple[DatasetArrays, DatasetInfo]:
+    """All transitions of a stored dataset (``minari.load_dataset``), checked and counted."""
+    import minari
+
+    info = read_info(dataset_id)
+    data_file = info.path / DATA_FILE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = minari.load_dataset(dataset_id)
+            episodes = list(dataset.iterate_episodes())
+    except Exception as err:  # h5py/minari errors are not user-facing; name the file instead
+        raise DataError(f"{data_file}: cannot be read as a Minari dataset ({type(err).__name__}: {err})") from None
+    if not episodes:
+        raise DataError(f"{data_file}: holds no episodes")
+    obs_shape = dataset.observation_space.shape
+    act_shape = dataset.action_space.shape
+    for ep in episodes:
+        steps = len(ep.actions)
+        if ep.observations.shape != (steps + 1, *obs_shape):
+            raise DataError(
+                f"{data_file}: episode {ep.id} has observations of shape {ep.observations.shape}, "
+                f"expected {(steps + 1, *obs_shape)} ({steps} actions + 1, observation space {obs_shape})"
+            )
+        if ep.actions.shape[1:] != act_shape:
+            raise DataError(f"{data_file}: episode {ep.id} has actions of shape {ep.actions.shape[1:]}, expected {act_shape}")
+    lengths = np.array([len(ep.actions) for ep in episodes])
+    arrays = DatasetArrays(
+        observations=np.concatenate([ep.observations[:-1] for ep in episodes]).astype(np.float32),
+        actions=np.concatenate([ep.actions for ep in episodes]).astype(np.float32),
+        rewards=np.concatenate([ep.rewards for ep in episodes]).astype(np.float32),
+        next_observations=np.concatenate([ep.observations[1:] for ep in episodes]).astype(np.float32),
+        terminals=np.concatenate([ep.terminations for ep in episodes]).astype(np.float32),
+        episode_index=np.repeat(np.arange(len(episodes)), lengths),
+    )
+    for name in ("observations", "actions", "rewards", "next_observations"):
+        bad = ~np.isfinite(getattr(arrays, name))
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise DataError(f"{data_file}: {name} contain NaN or infinite values (first at transition {row})")
+    info.num_episodes = len(episodes)
+    info.num_transitions = int(lengths.sum())
+    info.reward_min = float(arrays.rewards.min())
+    info.reward_max = float(arrays.rewards.max())
+    info.num_terminals = int(arrays.terminals.sum())
+    return arrays, info

@@ -1,0 +1,187 @@
+"""Tasks and suites: what data a cell trains on, where it is evaluated, and how it is scored.
+
+A :class:`Task` names its data source (original D4RL file, Minari dataset or quick-start data),
+its evaluation environment, the reference returns that normalise its score, its reward
+convention, episode length and evaluation protocol. Where the data is a Minari dataset, the
+evaluation environment and reference scores come from the dataset's own metadata.
+
+D4RL reference scores: Farama-Foundation/D4RL ``d4rl/infos.py`` (REF_MIN_SCORE/REF_MAX_SCORE; every
+Gym-MuJoCo dataset of a robot shares its robot's pair). D4RL's v2 locomotion data was collected in
+gym's mujoco-py ``*-v3`` environments; we evaluate on Gymnasium's ``*-v4``, the same MuJoCo models
+and reward functions on the ``mujoco`` bindings (mujoco-py does not install on current Python).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from benchmarks.errors import ConfigError
+
+Source = Literal["d4rl", "minari", "quickstart"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How a cell is evaluated and which score it reports; the same for every agent on a task.
+
+    Every evaluation is stored, so any score rule can be recomputed afterwards; ``score`` is the
+    one ``bench run`` prints and ``final.json`` reports.
+    """
+
+    eval_interval: int  # gradient steps between evaluations (and one at the last step)
+    eval_episodes: int  # episodes per seed per evaluation
+    env_seed: int = 0  # episode j of every evaluation resets with seed env_seed + j, for every seed and agent
+    score: Literal["final", "last_k", "best"] = "final"  # last evaluation / mean of the last k / best
+    last_k: int = 10
+
+    def env_seeds(self) -> list[int]:
+        return [self.env_seed + j for j in range(self.eval_episodes)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    source: Source
+    dataset_id: str  # where the transitions live in the Minari root
+    family: str  # selects per-family hyperparameters: "mujoco", "antmaze", "kitchen", "adroit", "quickstart"
+    protocol: Protocol
+    env_id: str | None = None  # evaluation environment; None: the dataset's own (Minari metadata)
+    env_kwargs: tuple[tuple[str, Any], ...] = ()
+    ref_min_score: float | None = None  # None: the dataset's own reference scores
+    ref_max_score: float | None = None
+    reward: Literal["dense", "sparse"] = "dense"
+    max_episode_steps: int | None = None  # None: the environment's own limit
+    comparable_to_published: bool = False  # only the original D4RL data matches the papers' tables
+    d4rl_file: str | None = None  # original file name, for import and the download hint
+    notes: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# D4RL Gym-MuJoCo (the data every paper in this suite reports on)
+
+D4RL_REFERENCE = {  # robot: (REF_MIN_SCORE, REF_MAX_SCORE) from d4rl/infos.py
+    "halfcheetah": (-280.178953, 12135.0),
+    "hopper": (-20.272305, 3234.3),
+    "walker2d": (1.629008, 4592.3),
+}
+D4RL_ENVS = {"halfcheetah": "HalfCheetah-v4", "hopper": "Hopper-v4", "walker2d": "Walker2d-v4"}
+D4RL_LEVELS = ("random", "medium", "medium-replay", "medium-expert", "expert", "full-replay")
+D4RL_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/{file}"
+
+# Evaluation of D4RL locomotion: 10 episodes (IQL train_offline.py, DQL/DTQL/CPQL main.py for -v2
+# tasks) every 10k steps (between IQL's 5k and DQL's 50k; the 50k grid for DQL's online model
+# selection is a subset), the final evaluation reported.
+D4RL_LOCOMOTION_PROTOCOL = Protocol(eval_interval=10_000, eval_episodes=10)
+
+
+def d4rl_file_name(task_name: str) -> str:
+    """``hopper-medium-replay-v2`` -> ``hopper_medium_replay-v2.hdf5`` (D4RL's download name)."""
+    stem, version = task_name.rsplit("-", 1)
+    robot, level = stem.split("-", 1)
+    return f"{robot}_{level.replace('-', '_')}-{version}.hdf5"
+
+
+def _d4rl_task(robot: str, level: str) -> Task:
+    name = f"{robot}-{level}-v2"
+    ref_min, ref_max = D4RL_REFERENCE[robot]
+    return Task(
+        name=name,
+        source="d4rl",
+        dataset_id=f"d4rl-hdf5/{name}",
+        family="mujoco",
+        protocol=D4RL_LOCOMOTION_PROTOCOL,
+        env_id=D4RL_ENVS[robot],
+        ref_min_score=ref_min,
+        ref_max_score=ref_max,
+        max_episode_steps=1000,
+        comparable_to_published=True,
+        d4rl_file=d4rl_file_name(name),
+        notes="original D4RL HDF5 (import with `bench data import-d4rl`); evaluated on Gymnasium MuJoCo v4",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Minari's MuJoCo datasets (Gymnasium v5 environments, SB3 policies): new data, own reference scores
+
+MINARI_MUJOCO_PROTOCOL = Protocol(eval_interval=10_000, eval_episodes=10)
+
+
+def _dataset_task(dataset_id: str, source: Source, family: str, protocol: Protocol, notes: str) -> Task:
+    """A task named by its Minari dataset id; environment and reference scores from the dataset."""
+    return Task(name=dataset_id, source=source, dataset_id=dataset_id, family=family, protocol=protocol, notes=notes)
+
+
+def _minari_task(robot: str, level: str) -> Task:
+    notes = "Minari data (`bench data download`); not comparable with published D4RL numbers"
+    return _dataset_task(f"mujoco/{robot}/{level}-v0", "minari", "mujoco", MINARI_MUJOCO_PROTOCOL, notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Quick-start data generated here by scripted controllers (benchmarks/data/quickstart.py)
+
+QUICKSTART_ENVS = ("invertedpendulum", "reacher")
+QUICKSTART_LEVELS = ("expert", "medium", "mixed")
+QUICKSTART_PROTOCOL = Protocol(eval_interval=1_000, eval_episodes=10)
+
+
+def _quickstart_task(env: str, level: str) -> Task:
+    notes = "generated by `bench data make quickstart` on Gymnasium MuJoCo; for tests and smoke runs"
+    return _dataset_task(f"quickstart/{env}/{level}-v0", "quickstart", "quickstart", QUICKSTART_PROTOCOL, notes)
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        *(_d4rl_task(robot, level) for robot in D4RL_REFERENCE for level in D4RL_LEVELS),
+        *(_minari_task(robot, level) for robot in D4RL_REFERENCE for level in ("simple", "medium", "expert")),
+        *(_quickstart_task(env, level) for env in QUICKSTART_ENVS for level in QUICKSTART_LEVELS),
+    )
+}
+
+SUITES: dict[str, tuple[str, ...]] = {
+    "d4rl-locomotion": tuple(
+        f"{robot}-{level}-v2" for robot in D4RL_REFERENCE for level in ("medium", "medium-replay", "medium-expert")
+    ),
+    "minari-mujoco": tuple(
+        f"mujoco/{robot}/{level}-v0" for robot in D4RL_REFERENCE for level in ("simple", "medium", "expert")
+    ),
+    "quickstart": tuple(f"quickstart/{env}/mixed-v0" for env in QUICKSTART_ENVS),
+}
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown task {name!r}", "`bench list tasks` shows them; any local Minari dataset runs with --dataset ID"
+        ) from None
+
+
+def get_suite(name: str) -> list[Task]:
+    try:
+        return [TASKS[t] for t in SUITES[name]]
+    except KeyError:
+        raise ConfigError(f"unknown suite {name!r}", f"known suites: {', '.join(SUITES)}") from None
+
+
+def family_of_dataset(dataset_id: str) -> str:
+    """Hyperparameter family of an ad-hoc Minari dataset, from its id."""
+    lowered = dataset_id.lower()
+    for key, family in (("antmaze", "antmaze"), ("kitchen", "kitchen"), ("quickstart/", "quickstart")):
+        if key in lowered:
+            return family
+    if any(hand in lowered for hand in ("/pen/", "/door/", "/hammer/", "/relocate/")):
+        return "adroit"
+    return "mujoco"
+
+
+def task_for_dataset(dataset_id: str) -> Task:
+    """An ad-hoc task for any local Minari dataset: environment and reference scores from its metadata."""
+    if dataset_id in TASKS:
+        return TASKS[dataset_id]
+    family = family_of_dataset(dataset_id)
+    protocol = QUICKSTART_PROTOCOL if family == "quickstart" else MINARI_MUJOCO_PROTOCOL
+    task = _dataset_task(dataset_id, "minari", family, protocol, "ad-hoc Minari dataset")
+    return dataclasses.replace(task, reward="sparse") if family == "antmaze" else task

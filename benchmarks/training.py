@@ -1,0 +1,311 @@
+"""The training loop shared by every agent: one cell (agent x task x seeds) from data to score.
+
+A run lives in ``results/runs/<run id>/``; the run id is derived from what defines the result
+(agent, task, dataset, seeds, resolved config, evaluation protocol), so the same cell always lands
+in the same place. The folder holds
+
+- ``config.json``: the run's identity, each hyperparameter's source, the dataset summary;
+- ``metrics.jsonl``: one line per training log (every ``log_interval`` steps) and per evaluation;
+- ``checkpoint.pt``: everything needed to continue (agent modules, optimisers, schedules, target
+  and EMA networks, random streams, step, evaluations so far), written atomically every
+  ``checkpoint_interval`` steps and when SIGTERM, SIGUSR2 or SIGINT arrives;
+- ``final.json``: per-seed scores under every protocol and full provenance.
+
+A restarted run resumes from its checkpoint and ends with the same result as an uninterrupted
+one: metrics written after the checkpoint are cut away and every random stream is restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agents.base import SeedStreams
+from benchmarks import provenance
+from benchmarks.config import ResolvedConfig, canonical_json, get_agent_class
+from benchmarks.data import TaskData, load_task_data
+from benchmarks.errors import BenchError, DataError, RunInterrupted
+from benchmarks.evaluation import Evaluator
+from benchmarks.tasks import Task
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """What defines a cell's result. Everything here goes into the run id."""
+
+    agent: str
+    task: Task
+    seeds: tuple[int, ...]
+    config: ResolvedConfig
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "agent": self.agent,
+            "task": self.task.name,
+            "dataset": self.task.dataset_id,
+            "seeds": list(self.seeds),
+            "config": self.config.values(),
+            "protocol": dataclasses.asdict(self.task.protocol),
+        }
+
+    @property
+    def run_id(self) -> str:
+        digest = hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()[:10]
+        seeds = "-".join(str(s) for s in self.seeds)
+        return f"{self.agent}__{self.task.name.replace('/', '--')}__seeds-{seeds}__{digest}"
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """How to run a cell; nothing here changes its result (beyond the device's arithmetic)."""
+
+    results_root: Path
+    device: torch.device
+    log_interval: int = 1000
+    checkpoint_interval: int | None = None  # default: the protocol's evaluation interval
+    progress: bool = True
+    handle_signals: bool = True
+    force: bool = False  # retrain a finished run from scratch
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def save_atomic(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Refuse to train a run that another process is training right now."""
+    with open(run_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BenchError(f"run {run_dir.name} is being trained by another process", f"see {run_dir}") from None
+        yield
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGUSR2/SIGINT; the loop checkpoints at the end of the current step and stops."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+    @contextlib.contextmanager
+    def installed(self, enabled: bool) -> Iterator[StopFlag]:
+        if not enabled:
+            yield self
+            return
+        previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+
+def seed_scores(evaluations: list[dict[str, Any]], last_k: int) -> dict[str, list[float]]:
+    """Per-seed normalised score under each protocol: final, mean of the last k, best."""
+    scores = np.array([e["score"] for e in evaluations])  # [n_evals, n_seeds]
+    return {
+        "final": scores[-1].tolist(),
+        "last_k": scores[-last_k:].mean(0).tolist(),
+        "best": scores.max(0).tolist(),
+    }
+
+
+class Run:
+    """One cell being trained: owns its folder, data, agent, sampler and evaluator."""
+
+    def __init__(self, spec: RunSpec, options: RunOptions):
+        self.spec = spec
+        self.options = options
+        self.dir = options.results_root / "runs" / spec.run_id
+        self.protocol = spec.task.protocol
+        self.steps = spec.config.config.steps
+        self.checkpoint_interval = options.checkpoint_interval or self.protocol.eval_interval
+
+    @property
+    def final_path(self) -> Path:
+        return self.dir / "final.json"
+
+    def finished(self) -> dict[str, Any] | None:
+        if self.final_path.exists() and not self.options.force:
+            return json.loads(self.final_path.read_text())
+        return None
+
+    def train(self) -> dict[str, Any]:
+        if (done := self.finished()) is not None:
+            return done
+        data = load_task_data(self.spec.task, self.options.device)  # bad data fails before anything is written
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with run_lock(self.dir):
+            if self.options.force:
+                for name in ("final.json", "checkpoint.pt", "metrics.jsonl"):
+                    (self.dir / name).unlink(missing_ok=True)
+            return self._train_locked(data)
+
+    def _train_locked(self, data: TaskData) -> dict[str, Any]:
+        spec, device = self.spec, self.options.device
+        agent = get_agent_class(spec.agent)(data.obs_dim, data.act_dim, spec.config.config, spec.seeds, device)
+        transitions = agent.preprocess(data.transitions)
+        batches = SeedStreams(spec.seeds, "batches", device)
+        evaluator = Evaluator(data.make_env, self.protocol, len(spec.seeds), data.ref_min_score, data.ref_max_score, device)
+        state = {"step": 0, "evaluations": [], "train_seconds": 0.0, "eval_seconds": 0.0, "segments": []}
+        checkpoint_path = self.dir / "checkpoint.pt"
+        metrics_path = self.dir / "metrics.jsonl"
+        if checkpoint_path.exists():
+            state = self._resume(checkpoint_path, metrics_path, agent, batches, data)
+        else:
+            self._start(data)
+            metrics_path.write_text("")
+        state["segments"].append({"from_step": state["step"], **provenance.collect(device)})
+
+        stop = StopFlag()
+        n = len(transitions)
+        bar = tqdm(
+            total=self.steps, initial=state["step"], disable=not self.options.progress, unit="step",
+            desc=f"{spec.agent} {spec.task.name}", mininterval=1.0, dynamic_ncols=True,
+        )
+        try:
+            with stop.installed(self.options.handle_signals), open(metrics_path, "a") as metrics_file:
+                tick = time.perf_counter()
+                for step in range(state["step"] + 1, self.steps + 1):
+                    metrics = agent.update(transitions.gather(batches.randint(n, agent.config.batch_size)))
+                    bar.update(1)
+                    if step % self.options.log_interval == 0:
+                        line = {"kind": "train", "step": step, **{k: v.tolist() for k, v in metrics.items()}}
+                        metrics_file.write(json.dumps(line) + "\n")
+                    if step % self.protocol.eval_interval == 0 or step == self.steps:
+                        state["train_seconds"] += time.perf_counter() - tick
+                        tick = time.perf_counter()
+                        evaluation = evaluator.run(agent.act)
+                        state["eval_seconds"] += time.perf_counter() - tick
+                        record = {"kind": "eval", "step": step, **evaluation.per_seed(),
+                                  "episode_returns": evaluation.returns.tolist()}
+                        state["evaluations"].append(record)
+                        metrics_file.write(json.dumps(record) + "\n")
+                        bar.set_postfix(score=f"{np.mean(record['score']):.1f}")
+                        tick = time.perf_counter()
+                    if step % self.checkpoint_interval == 0 or stop or step == self.steps:
+                        state["step"] = step
+                        state["train_seconds"] += time.perf_counter() - tick
+                        tick = time.perf_counter()
+                        metrics_file.flush()
+                        self._checkpoint(checkpoint_path, metrics_file.tell(), state, agent, batches, data)
+                    if stop:
+                        raise RunInterrupted(
+                            f"run {spec.run_id} stopped by signal {signal.Signals(stop.signal).name} at step {step}; "
+                            "checkpoint written",
+                            "run the same command again to resume",
+                        )
+        finally:
+            bar.close()
+            evaluator.close()
+        return self._finish(state, data)
+
+    def _start(self, data: TaskData) -> None:
+        write_json_atomic(
+            self.dir / "config.json",
+            {
+                "run_id": self.spec.run_id,
+                **self.spec.identity(),
+                "config_sources": self.spec.config.sources,
+                "task_info": dataclasses.asdict(self.spec.task),
+                "dataset": data.info.summary(),
+            },
+        )
+
+    def _checkpoint(self, path: Path, metrics_offset: int, state: dict, agent, batches: SeedStreams, data: TaskData) -> None:
+        save_atomic(
+            path,
+            {
+                "run_id": self.spec.run_id,
+                "dataset_sha256": data.info.sha256,
+                "metrics_offset": metrics_offset,
+                "state": state,
+                "agent": agent.state_dict(),
+                "batches": batches.state_dict(),
+            },
+        )
+
+    def _resume(self, path: Path, metrics_path: Path, agent, batches: SeedStreams, data: TaskData) -> dict[str, Any]:
+        try:
+            saved = torch.load(path, map_location=self.options.device, weights_only=False)
+        except Exception as err:  # a truncated or foreign file; say which and what to do
+            raise DataError(f"{path}: unreadable checkpoint ({type(err).__name__})", "delete it to restart the run") from None
+        if saved["run_id"] != self.spec.run_id:
+            raise DataError(f"{path}: checkpoint belongs to run {saved['run_id']}", "delete it to restart the run")
+        if saved["dataset_sha256"] != data.info.sha256:
+            raise DataError(
+                f"{path}: the dataset {self.spec.task.dataset_id} changed since this run started",
+                "restore the original data, or pass --force to retrain from scratch",
+            )
+        agent.load_state_dict(saved["agent"])
+        batches.load_state_dict(saved["batches"])
+        with open(metrics_path, "r+") as f:
+            f.truncate(saved["metrics_offset"])
+        return saved["state"]
+
+    def _finish(self, state: dict[str, Any], data: TaskData) -> dict[str, Any]:
+        evaluations = state["evaluations"]
+        per_protocol = seed_scores(evaluations, self.protocol.last_k)
+        reported = per_protocol[self.protocol.score]
+        total_seconds = state["train_seconds"] + state["eval_seconds"]
+        final = {
+            "run_id": self.spec.run_id,
+            **self.spec.identity(),
+            "score": {
+                "protocol": self.protocol.score,
+                "per_seed": dict(zip(map(str, self.spec.seeds), reported)),
+                "mean": float(np.mean(reported)),
+                "std": float(np.std(reported)),
+            },
+            "scores": {name: dict(zip(map(str, self.spec.seeds), values)) for name, values in per_protocol.items()},
+            "final_return": dict(zip(map(str, self.spec.seeds), evaluations[-1]["return"])),
+            "evaluations": len(evaluations),
+            "compute": {
+                "train_seconds": state["train_seconds"],
+                "eval_seconds": state["eval_seconds"],
+                "updates_per_second": self.steps / state["train_seconds"] if state["train_seconds"] else None,
+                "total_seconds": total_seconds,
+            },
+            "config_sources": self.spec.config.sources,
+            "dataset": data.info.summary(),
+            "provenance": {**state["segments"][-1], "segments": state["segments"]},
+        }
+        write_json_atomic(self.final_path, final)
+        return final

@@ -1,0 +1,1 @@
+"""submitit launching of whole suites on Slurm (``bench submit``; not built yet)."""
