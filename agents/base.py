@@ -149,6 +149,8 @@ REWARD_TRANSFORMS = {
     "iql_antmaze": lambda data: data.rewards - 1.0,
     # aviralkumar2907/CQL cql_antmaze_new.py, used by DQL/CPQL/OFQL on AntMaze: (r - 0.5) * 4
     "cql_antmaze": lambda data: (data.rewards - 0.5) * 4.0,
+    # tinkoff-ai/CORL configs/offline/cql/antmaze/*.yaml: reward_scale 10, reward_bias -5 -> r * 10 - 5
+    "corl_antmaze": lambda data: data.rewards * 10.0 - 5.0,
     # Diffusion-Policies-for-Offline-RL utils/data_sampler.py 'normalize' (Adroit): (r - mean) / std
     "normalize": lambda data: (data.rewards - data.rewards.mean()) / data.rewards.std(),
     "none": lambda data: data.rewards,

@@ -186,3 +186,12 @@ class TwinQ(nn.Module):
     def forward(self, observations: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         x = torch.cat([observations, actions], dim=-1)
         return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
+    """Transformer-style embedding of (diffusion) times ``t`` ``[...]`` -> ``[..., dim]``: ``[sin(t w), cos(t w)]``
+    with ``w_i = 10000^(-i / (dim/2 - 1))``, ``i < dim/2`` (DQL ``agents/helpers.py SinusoidalPosEmb``)."""
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, device=t.device) * (-math.log(10000.0) / (half - 1)))
+    angles = t.to(freqs.dtype)[..., None] * freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)

@@ -8,7 +8,6 @@ signal after checkpointing (run the same command again to resume).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -20,7 +19,9 @@ import torch
 from agents import AGENTS
 from benchmarks.errors import BenchError, ConfigError
 from benchmarks.provenance import CODE_ROOT
+from benchmarks.config import parse_overrides
 from benchmarks.tasks import SUITES, TASKS, Task, get_task, task_for_dataset
+from benchmarks.training import Cell
 
 EPILOG = """\
 examples:
@@ -29,6 +30,7 @@ examples:
   bench data import-d4rl ~/.d4rl/datasets/hopper_medium-v2.hdf5
   bench run --agent iql --task hopper-medium-v2 --seeds 0,1,2,3,4 --device cuda
   bench config --agent iql --task hopper-medium-v2
+  bench perf --agents dql,ofql --seeds 1,5 --device cuda
 """
 
 
@@ -151,7 +153,7 @@ def cmd_data_info(args: argparse.Namespace) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    from benchmarks.config import parse_overrides, resolve_config
+    from benchmarks.config import resolve_config
 
     resolved = resolve_config(args.agent, task_from_args(args), parse_overrides(args.set or []))
     print(f"# {args.agent} on {resolved.task}  (config hash {resolved.digest()[:10]})")
@@ -160,23 +162,27 @@ def cmd_config(args: argparse.Namespace) -> None:
         print(f"{key:<{width}} = {json.dumps(value):<14} # {resolved.sources[key]}")
 
 
-def cmd_run(args: argparse.Namespace) -> None:
-    from benchmarks.config import parse_overrides, resolve_config
-    from benchmarks.training import Run, RunOptions, RunSpec
-
-    task = task_from_args(args)
+def overrides_from_args(args: argparse.Namespace) -> tuple[tuple, tuple]:
+    """(hyperparameter overrides, protocol overrides) from --set/--steps and --eval-every/--eval-episodes."""
     overrides = parse_overrides(args.set or [])
     if args.steps is not None:
         overrides["steps"] = args.steps
-    resolved = resolve_config(args.agent, task, overrides)
-    if args.eval_every is not None or args.eval_episodes is not None:
-        protocol = dataclasses.replace(
-            task.protocol,
-            eval_interval=args.eval_every or task.protocol.eval_interval,
-            eval_episodes=args.eval_episodes or task.protocol.eval_episodes,
-        )
-        task = dataclasses.replace(task, protocol=protocol)
-    spec = RunSpec(agent=args.agent, task=task, seeds=parse_seeds(args.seeds), config=resolved)
+    protocol = {key: value for key, value in (("eval_interval", args.eval_every), ("eval_episodes", args.eval_episodes))
+                if value is not None}
+    return tuple(sorted(overrides.items())), tuple(sorted(protocol.items()))
+
+
+def cell_from_args(args: argparse.Namespace) -> Cell:
+    task_from_args(args)  # validates --task/--dataset
+    overrides, protocol = overrides_from_args(args)
+    return Cell(args.agent, args.task or args.dataset, parse_seeds(args.seeds), overrides, protocol, args.dataset is not None)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from benchmarks.compiling import compile_wanted
+    from benchmarks.training import Run, RunOptions
+
+    spec = cell_from_args(args).spec()
     options = RunOptions(
         results_root=Path(args.results).expanduser() if args.results else default_results_root(),
         device=resolve_device(args.device),
@@ -184,12 +190,187 @@ def cmd_run(args: argparse.Namespace) -> None:
         checkpoint_interval=args.checkpoint_every,
         progress=not args.no_progress,
         force=args.force,
+        compile=args.compile,
     )
+    compile_wanted(args.compile, options.device, spec.agent)  # refuses --compile for an agent that cannot be compiled
     run = Run(spec, options)
     if run.finished() is not None:
         print(f"run {spec.run_id} already finished; showing its result (--force retrains)")
     final = run.train()
     print_result(final, run.dir)
+
+
+def split_list(text: str | None) -> list[str] | None:
+    return [item.strip() for item in text.split(",") if item.strip()] if text else None
+
+
+def sweep_cells(args: argparse.Namespace) -> list[Cell]:
+    from benchmarks.tasks import get_suite
+
+    tasks = get_suite(args.suite)
+    if wanted := split_list(args.tasks):
+        unknown = sorted(set(wanted) - {t.name for t in tasks})
+        if unknown:
+            raise ConfigError(f"task(s) {', '.join(unknown)} not in suite {args.suite}", f"its tasks: {', '.join(t.name for t in tasks)}")
+        tasks = [t for t in tasks if t.name in wanted]
+    agents = split_list(args.agents) or list(AGENTS)
+    for agent in agents:
+        if agent not in AGENTS:
+            raise ConfigError(f"unknown agent {agent!r}", f"known agents: {', '.join(AGENTS)}")
+    seeds = parse_seeds(args.seeds)
+    groups = [(s,) for s in seeds] if args.per_seed else [seeds]
+    overrides, protocol = overrides_from_args(args)
+    return [Cell(agent, task.name, group, overrides, protocol) for agent in agents for task in tasks for group in groups]
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    import shutil
+
+    from slurm import sweep
+    from slurm.profile import load_profile
+
+    results_root = Path(args.results).expanduser() if args.results else default_results_root()
+    executor = args.executor or ("slurm" if shutil.which("sbatch") else "local")
+    why = "given" if args.executor else ("sbatch found" if executor == "slurm" else "no sbatch on PATH")
+    profile = load_profile(args.profile)
+    cells = sweep_cells(args)
+    with sweep.submission_lock(results_root):
+        planned = sweep.plan(cells, results_root)
+        todo = [p for p in planned if p.state == "new" or (args.retry_failed and p.state in ("failed", "cancelled"))]
+        print(f"executor: {executor} ({why}); {len(planned)} job(s), {len(todo)} to submit; results: {results_root}")
+        for p in planned:
+            action = "submit" if p in todo else "skip"
+            note = f" (job {p.previous['job_id']} in sweep {p.previous['sweep']})" if p.previous else ""
+            print(f"  {action:<6} {p.state:<9} {p.run_id}{note}")
+        if any(p.state in ("failed", "cancelled") for p in planned) and not args.retry_failed:
+            print("  (failed cells are not resubmitted without --retry-failed)")
+        if args.dry_run:
+            if executor == "slurm":
+                print("sbatch parameters:", json.dumps(profile.submitit_parameters()))
+            print("dry run: nothing submitted")
+            return
+        submission = sweep.submit(planned, executor_kind=executor, profile=profile, results_root=results_root,
+                                  retry_failed=args.retry_failed, parallel=args.parallel, command=sys.argv)
+    if submission is None:
+        print("nothing to submit")
+        return
+    manifest = submission.manifest
+    print(f"sweep {manifest['sweep_id']}: {len(submission.jobs)} job(s) {', '.join(j['job_id'] for j in manifest['jobs'])}")
+    print(f"manifest: {sweeps_manifest_path(results_root, manifest['sweep_id'])}; `bench status --sweep {manifest['sweep_id']}`")
+    if args.wait or executor != "slurm":
+        sweep.wait(submission.jobs)
+        print_status(manifest, results_root)
+
+
+def sweeps_manifest_path(results_root: Path, sweep_id: str) -> Path:
+    return results_root / "sweeps" / sweep_id / "manifest.json"
+
+
+def print_status(manifest: dict, results_root: Path) -> None:
+    from slurm import sweep
+
+    rows = sweep.status_rows(manifest, results_root)
+    print(f"sweep {manifest['sweep_id']} ({manifest['executor']}, code {str(manifest['code'].get('commit'))[:10]}):")
+    print(f"  {'state':<10} {'progress':>15} {'score':>7}  {'job':<12} run")
+    for row in rows:
+        score = f"{row['score']:.1f}" if row["score"] is not None else "-"
+        progress = f"{row['step']}/{row['steps']}"
+        print(f"  {row['state']:<10} {progress:>15} {score:>7}  {row['job_id']:<12} {row['run_id']}")
+        if row["restarts"]:
+            print(f"  {'':<10} restarted {row['restarts']} time(s)")
+        if row["state"] in ("failed", "cancelled"):
+            print(f"  {'':<10} error: {row['error']}")
+            print(f"  {'':<10} log: {row['stderr']}")
+    counts = {state: sum(r["state"] == state for r in rows) for state in dict.fromkeys(r["state"] for r in rows)}
+    print("  " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from slurm import sweep
+
+    results_root = Path(args.results).expanduser() if args.results else default_results_root()
+    print_status(sweep.load_manifest(results_root, args.sweep), results_root)
+
+
+def cmd_cancel(args: argparse.Namespace) -> None:
+    from slurm import sweep
+
+    results_root = Path(args.results).expanduser() if args.results else default_results_root()
+    manifest = sweep.load_manifest(results_root, args.sweep)
+    cancelled = sweep.cancel(manifest, results_root)
+    print(f"sweep {manifest['sweep_id']}: cancelled {len(cancelled)} job(s) {' '.join(cancelled)}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from analysis import report
+
+    results_root = Path(args.results).expanduser() if args.results else default_results_root()
+    if args.cell:
+        agent, _, task = args.cell.partition("/")
+        if not task:
+            raise ConfigError(f"--cell {args.cell!r} is not AGENT/TASK", "e.g. --cell ofql/hopper-medium-v2")
+        print_cell(report.cell_report(results_root, agent, task))
+        return
+    out = Path(args.out).expanduser() if args.out else results_root / "report"
+    files = report.build_report(results_root, out, reps=args.reps, pdf=args.pdf)
+    gaps = files.completeness[files.completeness[["incomplete", "diverged", "missing"]].map(len).sum(axis=1) > 0]
+    print(f"completeness: {len(files.completeness)} agent x task cells, {len(gaps)} with missing, incomplete or diverged seeds")
+    for row in gaps.itertuples():
+        print(f"  {row.label:<12} {row.task:<36} finished {list(row.finished)} incomplete {list(row.incomplete)} "
+              f"diverged {list(row.diverged)} missing {list(row.missing)}")
+    print(f"report: {len(files.written)} files in {out}")
+    for path in files.written:
+        if path.suffix in (".md", ".pdf") and path.parent == out:
+            print(f"  {path}")
+
+
+def cmd_perf(args: argparse.Namespace) -> None:
+    from benchmarks import perf
+
+    agents = split_list(args.agents) or list(AGENTS)
+    for agent in agents:
+        if agent not in AGENTS:
+            raise ConfigError(f"unknown agent {agent!r}", f"known agents: {', '.join(AGENTS)}")
+    try:
+        seed_counts = tuple(int(n) for n in split_list(args.seeds) or ())
+    except ValueError:
+        raise ConfigError(f"--seeds {args.seeds!r} is not a list of seed counts", "e.g. --seeds 1,5") from None
+    counts = (args.warmup, args.repeats, args.action_batch, args.steps or 1, *seed_counts)
+    if not seed_counts or min(counts) < 1:
+        raise ConfigError("--seeds, --warmup, --repeats, --steps and --action-batch must be positive integers")
+    get_task(args.task)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = perf.PerfSettings(
+        agents=tuple(agents), task=args.task, device=resolve_device(args.device), seed_counts=seed_counts,
+        warmup=args.warmup, steps=args.steps, window_seconds=args.window, repeats=args.repeats,
+        action_batch=args.action_batch, compile=args.compile, overrides=tuple(sorted(parse_overrides(args.set or []).items())),
+    )
+    frame = perf.run_perf(settings, progress=print)
+    print(perf.format_table(frame))
+    results_root = Path(args.results).expanduser() if args.results else default_results_root()
+    for path in perf.write_results(frame, results_root, settings):
+        print(f"wrote {path}")
+
+
+def print_cell(cell: dict) -> None:
+    print(f"{cell['agent']} on {cell['task']}")
+    ref = cell["published"]
+    if ref:
+        spread = f" ± {ref['spread']}" if ref.get("spread") is not None else ""
+        print(f"  published: {ref['score']}{spread} ({ref['source']}, {ref['provenance']})")
+    for run in cell["runs"]:
+        state = "finished" if run["complete"] else f"incomplete ({run['last_step']}/{run['steps']} steps)"
+        print(f"  run {run['run_id']} [{state}{', diverged' if run['diverged'] else ''}]")
+        if run["scores"]:
+            for protocol, per_seed in run["scores"].items():
+                print(f"    {protocol:<7} " + "  ".join(f"seed {s}: {v:.2f}" for s, v in per_seed.items()))
+        if run["provenance"]:
+            git = run["provenance"]["git"] or {}
+            print(f"    code {git.get('commit')} (dirty: {git.get('dirty')}), {run['provenance']['device_name']}, "
+                  f"{run['provenance']['time']}")
+        print(f"    data sha256 {run['dataset_sha256']}")
+        print(f"    reproduce: {run['reproduce']}")
 
 
 def print_result(final: dict, run_dir: Path) -> None:
@@ -274,7 +455,92 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=1000, help="steps between training-metric lines (default 1000)")
     p.add_argument("--force", action="store_true", help="retrain even if the run already finished")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the update step (CUDA graphs on CUDA); same losses as eager up to float "
+                   "rounding, not part of the run id (default: on for CUDA, off for CPU)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "submit",
+        help="train every cell of a suite as submitit jobs (Slurm, or locally)",
+        description="Plan one job per agent x task (its seeds trained together; --per-seed for one job per seed), "
+        "skip cells that are finished or queued, freeze the code, submit the rest as a Slurm job array "
+        "(or local processes), and write a sweep manifest under RESULTS/sweeps/. Jobs checkpoint and requeue "
+        "themselves on preemption and near their time limit. Running the same command again submits only "
+        "what is missing (and, with --retry-failed, what failed).",
+    )
+    p.add_argument("--suite", required=True, help=f"one of: {', '.join(SUITES)}")
+    p.add_argument("--agents", help="comma-separated agents (default: all)")
+    p.add_argument("--tasks", help="comma-separated tasks of the suite (default: all)")
+    p.add_argument("--seeds", default="0-4", help="e.g. 0-4 (default) or 0,1,2")
+    p.add_argument("--per-seed", action="store_true", help="one job per seed instead of one per agent x task")
+    p.add_argument("--executor", choices=["slurm", "local", "debug"], help="default: slurm where sbatch is found, else local")
+    p.add_argument("--profile", help="cluster profile TOML (slurm/profiles/example.toml documents the fields)")
+    p.add_argument("--steps", type=int, help="gradient steps (default: each agent's config)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="hyperparameter override for every agent (repeatable)")
+    p.add_argument("--eval-every", type=int, help="override the suite's evaluation interval")
+    p.add_argument("--eval-episodes", type=int, help="override the suite's evaluation episodes")
+    p.add_argument("--retry-failed", action="store_true", help="also resubmit cells whose last job failed or was cancelled")
+    p.add_argument("--dry-run", action="store_true", help="print the jobs and sbatch parameters, submit nothing")
+    p.add_argument("--wait", action="store_true", help="wait until every job has ended (always for local/debug)")
+    p.add_argument("--parallel", type=int, default=os.cpu_count() or 1,
+                   help="local executor: jobs at once, each with cores/parallel torch threads (default: one job per core)")
+    p.add_argument("--results", help="results root (default: $BENCH_RESULTS_DIR or the checkout's results/)")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="progress of a sweep's cells",
+                       description="A table of a sweep's cells: state (pending, running, requeued, done, failed), "
+                       "progress, last score, job id, and for failed cells the last lines of the error and the log path.")
+    p.add_argument("--sweep", help="sweep id (default: the latest)")
+    p.add_argument("--results", help="results root")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "report",
+        help="tables, figures and published-number comparisons from whatever results exist",
+        description="Load every run under RESULTS/runs, check completeness, and write score tables (LaTeX, Markdown, "
+        "CSV) for both protocols (final, best), our D4RL cells beside the published numbers with a verdict, one LaTeX "
+        "macro per cell, and rliable figures (interval estimates, performance profiles, probability of improvement, "
+        "learning curves) to OUT (default RESULTS/report).",
+    )
+    p.add_argument("--results", help="results root (default: $BENCH_RESULTS_DIR or the checkout's results/)")
+    p.add_argument("--out", help="output folder (default: RESULTS/report)")
+    p.add_argument("--cell", metavar="AGENT/TASK", help="show one cell: per-seed scores, runs, provenance, the command")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions for rliable intervals (default 2000)")
+    p.add_argument("--pdf", action="store_true", help="also compile report.tex with pdflatex")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "perf",
+        help="updates/s, decision frequency and peak memory of each agent at a task's real sizes",
+        description="Time each agent's update at the task's observation/action sizes and its resolved config for "
+        "the task, on random transitions made on the device (no dataset needed): updates per second (process and "
+        "per seed, min and median over timed windows after warm-up, seeds vectorised), ms per update, hours per 1M "
+        "updates; decision frequency = action batches of --action-batch states per second through the agent's own "
+        "act (OFQL paper App. D), and the latency of one action; peak memory. Prints a table and writes "
+        "RESULTS/perf/perf-<task>-<device>-<time>.csv with a figure (PNG, PDF); `bench report` adds a compute "
+        "table from the latest CSVs. A benchmark: close other work on the machine for numbers worth quoting.",
+    )
+    p.add_argument("--agents", help=f"comma-separated agents (default: all: {','.join(AGENTS)})")
+    p.add_argument("--task", default="hopper-medium-v2", help="whose sizes and config to use (default hopper-medium-v2)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
+    p.add_argument("--seeds", default="1,5", help="seed counts to time, each vectorised in one process (default 1,5)")
+    p.add_argument("--warmup", type=int, default=20, help="updates before timing (default 20)")
+    p.add_argument("--steps", type=int, help="updates per timed window (default: as many as fill --window seconds)")
+    p.add_argument("--window", type=float, default=2.0, help="seconds per timed window when --steps is not given (default 2)")
+    p.add_argument("--repeats", type=int, default=5, help="timed windows (default 5); min and median are reported")
+    p.add_argument("--action-batch", type=int, default=2500, help="states per act call for the decision frequency (default 2500)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="time the torch.compile'd update (default: on for CUDA, off for CPU)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="hyperparameter override for every agent (repeatable)")
+    p.add_argument("--results", help="results root (default: $BENCH_RESULTS_DIR or the checkout's results/)")
+    p.set_defaults(func=cmd_perf)
+
+    p = sub.add_parser("cancel", help="cancel a sweep's queued and running jobs")
+    p.add_argument("--sweep", help="sweep id (default: the latest)")
+    p.add_argument("--results", help="results root")
+    p.set_defaults(func=cmd_cancel)
     return parser
 
 
@@ -286,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as err:
         print(f"bench: error: {err.one_line()}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

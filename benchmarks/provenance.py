@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import socket
@@ -15,11 +16,15 @@ from typing import Any
 import torch
 
 CODE_ROOT = Path(__file__).resolve().parent.parent
+CODE_VERSION_FILE = "CODE_VERSION.json"  # written into code snapshots, which have no .git
 PACKAGES = ("torch", "numpy", "gymnasium", "mujoco", "minari", "h5py", "ofql-bench")
 
 
 def git_state(root: Path = CODE_ROOT) -> dict[str, Any]:
-    """Commit of the code that runs and whether the working tree differs from it."""
+    """Commit of the code that runs and whether the working tree differs from it (for a code
+    snapshot made by ``bench submit``: the commit it was copied from, recorded in the snapshot)."""
+    if (root / CODE_VERSION_FILE).exists() and not (root / ".git").exists():
+        return json.loads((root / CODE_VERSION_FILE).read_text())
 
     def git(*args: str) -> str | None:
         try:

@@ -9,7 +9,8 @@ in the same place. The folder holds
 - ``checkpoint.pt``: everything needed to continue (agent modules, optimisers, schedules, target
   and EMA networks, random streams, step, evaluations so far), written atomically every
   ``checkpoint_interval`` steps and when SIGTERM, SIGUSR2 or SIGINT arrives;
-- ``final.json``: per-seed scores under every protocol and full provenance.
+- ``final.json``: per-seed scores under every protocol and full provenance;
+- ``starts.jsonl``: one line per start of the process (resumes after preemption or crash included).
 
 A restarted run resumes from its checkpoint and ends with the same result as an uninterrupted
 one: metrics written after the checkpoint are cut away and every random stream is restored.
@@ -23,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shlex
 import signal
 import time
 from collections.abc import Iterator
@@ -33,13 +35,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.base import SeedStreams
+from agents.base import Agent, SeedStreams
 from benchmarks import provenance
-from benchmarks.config import ResolvedConfig, canonical_json, get_agent_class
+from benchmarks.compiling import compile_update, compile_wanted
+from benchmarks.config import ResolvedConfig, canonical_json, get_agent_class, resolve_config
 from benchmarks.data import TaskData, load_task_data
 from benchmarks.errors import BenchError, DataError, RunInterrupted
 from benchmarks.evaluation import Evaluator
-from benchmarks.tasks import Task
+from benchmarks.tasks import TASKS, Task, get_task, task_for_dataset
 
 FORMAT_VERSION = 1
 
@@ -64,11 +67,63 @@ class RunSpec:
             "protocol": dataclasses.asdict(self.task.protocol),
         }
 
+    def cell(self) -> Cell:
+        """The smallest :class:`Cell` that resolves to this spec (overrides = what differs from defaults)."""
+        dataset = self.task.name not in TASKS
+        base = Cell(self.agent, self.task.name, self.seeds, dataset=dataset).spec()
+        defaults = base.config.values()
+        overrides = tuple((k, v) for k, v in self.config.values().items() if defaults[k] != v)
+        base_protocol = dataclasses.asdict(base.task.protocol)
+        protocol = tuple((k, v) for k, v in dataclasses.asdict(self.task.protocol).items() if base_protocol[k] != v)
+        return Cell(self.agent, self.task.name, self.seeds, overrides, protocol, dataset)
+
+    def build_agent(self, obs_dim: int, act_dim: int, device: torch.device) -> Agent:
+        """The cell's agent, untrained, for data of these sizes."""
+        return get_agent_class(self.agent)(obs_dim, act_dim, self.config.config, self.seeds, device)
+
     @property
     def run_id(self) -> str:
         digest = hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()[:10]
         seeds = "-".join(str(s) for s in self.seeds)
         return f"{self.agent}__{self.task.name.replace('/', '--')}__seeds-{seeds}__{digest}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """What a user asks for: an agent on a task for some seeds, with overrides. Plain data (it is what
+    a Slurm job carries); :meth:`spec` resolves it against the code that runs it."""
+
+    agent: str
+    task: str  # a task name, or a Minari dataset id when ``dataset`` is true
+    seeds: tuple[int, ...]
+    overrides: tuple[tuple[str, Any], ...] = ()  # hyperparameters (--set, --steps)
+    protocol: tuple[tuple[str, Any], ...] = ()  # evaluation protocol overrides (--eval-every, ...)
+    dataset: bool = False
+
+    def task_object(self) -> Task:
+        task = task_for_dataset(self.task) if self.dataset else get_task(self.task)
+        if self.protocol:
+            task = dataclasses.replace(task, protocol=dataclasses.replace(task.protocol, **dict(self.protocol)))
+        return task
+
+    def spec(self) -> RunSpec:
+        task = self.task_object()
+        return RunSpec(self.agent, task, self.seeds, resolve_config(self.agent, task, dict(self.overrides)))
+
+    def variant(self) -> str:
+        """What this cell changes from the defaults, e.g. ``"eta=0.1, steps=5000"`` ("" for the defaults)."""
+        return ", ".join(f"{k}={json.dumps(v)}" for k, v in (*self.overrides, *self.protocol))
+
+    def command(self) -> str:
+        """The ``bench run`` command that reproduces this cell."""
+        words = ["bench", "run", "--agent", self.agent, "--dataset" if self.dataset else "--task", self.task,
+                 "--seeds", ",".join(map(str, self.seeds))]
+        flags = {"eval_interval": "--eval-every", "eval_episodes": "--eval-episodes"}
+        for key, value in self.protocol:
+            words += [flags[key], str(value)]
+        for key, value in self.overrides:
+            words += ["--steps", str(value)] if key == "steps" else ["--set", f"{key}={json.dumps(value)}"]
+        return shlex.join(words)
 
 
 @dataclasses.dataclass
@@ -82,6 +137,7 @@ class RunOptions:
     progress: bool = True
     handle_signals: bool = True
     force: bool = False  # retrain a finished run from scratch
+    compile: bool | None = None  # torch.compile the update (benchmarks/compiling.py); None: on for CUDA only
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
@@ -111,12 +167,20 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGUSR2/SIGINT; the loop checkpoints at the end of the current step and stops."""
+    """Defers SIGTERM/SIGUSR2/SIGINT to the end of the current step.
+
+    The handler only records the signal; the loop then writes a checkpoint and calls
+    :meth:`deliver`, which hands the signal to whoever handled it before us: under submitit that is
+    its requeue logic (USR2: call the job's ``checkpoint``, ``scontrol requeue``, exit) or its
+    bypass (SIGTERM: training goes on); otherwise the run stops with :class:`RunInterrupted`.
+    A signal handled mid-step would checkpoint half an update; this never does.
+    """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.previous: dict[int, Any] = {}
 
     def __bool__(self) -> bool:
         return self.signal is not None
@@ -126,15 +190,26 @@ class StopFlag:
         if not enabled:
             yield self
             return
-        previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         try:
             yield self
         finally:
-            for s, handler in previous.items():
+            for s, handler in self.previous.items():
                 signal.signal(s, handler)
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.signal = signum
+
+    def deliver(self, run_id: str, step: int) -> None:
+        signum, self.signal = self.signal, None
+        handler = self.previous.get(signum)
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(signum, None)  # may exit (submitit requeue) or return (bypass): then keep training
+            return
+        raise RunInterrupted(
+            f"run {run_id} stopped by signal {signal.Signals(signum).name} at step {step}; checkpoint written",
+            "run the same command again to resume",
+        )
 
 
 def seed_scores(evaluations: list[dict[str, Any]], last_k: int) -> dict[str, list[float]]:
@@ -174,13 +249,14 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         with run_lock(self.dir):
             if self.options.force:
-                for name in ("final.json", "checkpoint.pt", "metrics.jsonl"):
+                for name in ("final.json", "checkpoint.pt", "metrics.jsonl", "starts.jsonl"):
                     (self.dir / name).unlink(missing_ok=True)
             return self._train_locked(data)
 
     def _train_locked(self, data: TaskData) -> dict[str, Any]:
         spec, device = self.spec, self.options.device
-        agent = get_agent_class(spec.agent)(data.obs_dim, data.act_dim, spec.config.config, spec.seeds, device)
+        agent = spec.build_agent(data.obs_dim, data.act_dim, device)
+        compile_mode = compile_update(agent) if compile_wanted(self.options.compile, device, spec.agent) else None
         transitions = agent.preprocess(data.transitions)
         batches = SeedStreams(spec.seeds, "batches", device)
         evaluator = Evaluator(data.make_env, self.protocol, len(spec.seeds), data.ref_min_score, data.ref_max_score, device)
@@ -192,7 +268,10 @@ class Run:
         else:
             self._start(data)
             metrics_path.write_text("")
-        state["segments"].append({"from_step": state["step"], **provenance.collect(device)})
+        segment = {"from_step": state["step"], "compile": compile_mode, **provenance.collect(device)}
+        state["segments"].append(segment)
+        with open(self.dir / "starts.jsonl", "a") as f:  # one line per (re)start, never cut back
+            f.write(json.dumps(segment) + "\n")
 
         stop = StopFlag()
         n = len(transitions)
@@ -227,11 +306,7 @@ class Run:
                         metrics_file.flush()
                         self._checkpoint(checkpoint_path, metrics_file.tell(), state, agent, batches, data)
                     if stop:
-                        raise RunInterrupted(
-                            f"run {spec.run_id} stopped by signal {signal.Signals(stop.signal).name} at step {step}; "
-                            "checkpoint written",
-                            "run the same command again to resume",
-                        )
+                        stop.deliver(spec.run_id, step)
         finally:
             bar.close()
             evaluator.close()
@@ -243,6 +318,8 @@ class Run:
             {
                 "run_id": self.spec.run_id,
                 **self.spec.identity(),
+                "reproduce": self.spec.cell().command(),
+                "variant": self.spec.cell().variant(),
                 "config_sources": self.spec.config.sources,
                 "task_info": dataclasses.asdict(self.spec.task),
                 "dataset": data.info.summary(),
@@ -288,6 +365,7 @@ class Run:
         final = {
             "run_id": self.spec.run_id,
             **self.spec.identity(),
+            "reproduce": self.spec.cell().command(),
             "score": {
                 "protocol": self.protocol.score,
                 "per_seed": dict(zip(map(str, self.spec.seeds), reported)),

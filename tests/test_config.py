@@ -6,6 +6,8 @@ import dataclasses
 
 import pytest
 
+from agents import AGENTS
+from agents.base import REWARD_TRANSFORMS
 from benchmarks import config as config_module
 from benchmarks.config import parse_overrides, resolve_config
 from benchmarks.errors import ConfigError
@@ -24,12 +26,17 @@ def test_iql_families_follow_the_official_configs():
     assert "mujoco_config.py" in antmaze.sources["discount"] or "learner.py" in antmaze.sources["discount"]
 
 
-def test_every_suite_task_resolves_for_every_agent():
-    for suite in SUITES.values():
-        for task_name in suite:
-            for agent in ("iql", "bc"):
-                resolved = resolve_config(agent, get_task(task_name))
-                assert set(resolved.sources) == {f.name for f in dataclasses.fields(resolved.config)}
+# ad-hoc datasets of the families that no built-in suite covers
+AD_HOC = ["D4RL/antmaze/medium-diverse-v1", "D4RL/kitchen/mixed-v2", "D4RL/pen/human-v2"]
+
+
+@pytest.mark.parametrize("agent", sorted(AGENTS))
+def test_every_task_and_family_resolves_for_every_agent(agent):
+    tasks = [get_task(name) for suite in SUITES.values() for name in suite] + [task_for_dataset(d) for d in AD_HOC]
+    for task in tasks:
+        resolved = resolve_config(agent, task)
+        assert set(resolved.sources) == {f.name for f in dataclasses.fields(resolved.config)}
+        assert resolved.config.reward_transform in REWARD_TRANSFORMS, (task.name, resolved.config.reward_transform)
 
 
 def test_overrides_win_and_are_typed():

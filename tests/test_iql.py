@@ -6,7 +6,10 @@ import math
 import pytest
 import torch
 
-from agents.base import Batch, SeedStreams, Transitions
+from agent_testing import (
+    assert_same_update, random_batch, random_transitions, train_group_and_alone, trained_and_restored,
+)
+from agents.base import Transitions
 from agents.iql import IQL, IQLConfig, expectile_loss
 
 
@@ -18,17 +21,6 @@ def make_config(**changes) -> IQLConfig:
     )
     values.update(changes)
     return IQLConfig(**values)
-
-
-def make_batch(n_seeds: int, batch: int = 8, obs_dim: int = 3, act_dim: int = 2, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(
-        observations=torch.randn(n_seeds, batch, obs_dim, generator=g),
-        actions=torch.rand(n_seeds, batch, act_dim, generator=g) * 2 - 1,
-        rewards=torch.randn(n_seeds, batch, generator=g),
-        next_observations=torch.randn(n_seeds, batch, obs_dim, generator=g),
-        terminals=(torch.rand(n_seeds, batch, generator=g) < 0.3).float(),
-    )
 
 
 def test_expectile_loss_equation():
@@ -79,7 +71,7 @@ def test_update_follows_the_official_order():
     with torch.no_grad():  # make the online critic differ from its target, as after training
         for p in agent.critic.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    batch = make_batch(2)
+    batch = random_batch(2)
     before = copy.deepcopy(agent)
     metrics = agent.update(batch)
 
@@ -107,14 +99,14 @@ def test_awr_weights_are_clipped_at_100():
     agent = IQL(3, 2, make_config(temperature=1e4), [0], "cpu")
     with torch.no_grad():
         agent.value.linears[-1].bias.fill_(-1e3)  # huge advantages
-    metrics = agent.update(make_batch(1))
+    metrics = agent.update(random_batch(1))
     assert metrics["awr_weight"].item() == pytest.approx(100.0)
 
 
 def test_actor_learning_rate_follows_the_cosine_decay():
     cfg = make_config(steps=10)
     agent = IQL(3, 2, cfg, [0], "cpu")
-    batch = make_batch(1)
+    batch = random_batch(1)
     for n in range(1, 11):
         agent.update(batch)
         expected = 3e-4 * 0.5 * (1 + math.cos(math.pi * n / 10))
@@ -132,17 +124,7 @@ def test_targets_start_equal_to_the_critic():
 def test_seeds_trained_together_match_a_seed_trained_alone():
     cfg = make_config()
     group, alone = IQL(3, 2, cfg, [0, 1, 2], "cpu"), IQL(3, 2, cfg, [1], "cpu")
-    data = Transitions(
-        observations=torch.randn(64, 3), actions=torch.rand(64, 2) * 2 - 1, rewards=torch.randn(64),
-        next_observations=torch.randn(64, 3), terminals=(torch.rand(64) < 0.1).float(),
-        episode_index=torch.arange(64) // 8,
-    )
-    group_batches, alone_batches = SeedStreams([0, 1, 2], "batches", "cpu"), SeedStreams([1], "batches", "cpu")
-    for _ in range(20):
-        group_idx, alone_idx = group_batches.randint(64, 8), alone_batches.randint(64, 8)
-        torch.testing.assert_close(group_idx[1], alone_idx[0], rtol=0, atol=0)  # same random stream
-        group.update(data.gather(group_idx))
-        alone.update(data.gather(alone_idx))
+    train_group_and_alone(group, alone, random_transitions(), steps=20)
     for g, a in zip(group.actor.parameters(), alone.actor.parameters()):
         torch.testing.assert_close(g[1], a[0], rtol=1e-4, atol=1e-5)
     obs = torch.randn(1, 4, 3)
@@ -151,13 +133,6 @@ def test_seeds_trained_together_match_a_seed_trained_alone():
 
 def test_state_dict_round_trip_continues_identically():
     cfg = make_config(actor_dropout=0.1)
-    a = IQL(3, 2, cfg, [0, 1], "cpu")
-    for i in range(3):
-        a.update(make_batch(2, seed=i))
-    b = IQL(3, 2, cfg, [0, 1], "cpu")
-    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    a, b = trained_and_restored(lambda: IQL(3, 2, cfg, [0, 1], "cpu"), steps=3)
     assert b.step == 3
-    batch = make_batch(2, seed=9)
-    ma, mb = a.update(batch), b.update(batch)
-    for key in ma:
-        torch.testing.assert_close(ma[key], mb[key], rtol=0, atol=0)
+    assert_same_update(a, b, random_batch(2, seed=9))

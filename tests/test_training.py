@@ -127,12 +127,14 @@ def test_killed_run_resumes_to_the_same_result(reference_run, tmp_path, how):
         assert process.returncode == -signal.SIGKILL
     assert not (run / "final.json").exists()
     saved = torch.load(run / "checkpoint.pt", weights_only=False)
-    assert 120 <= saved["state"]["step"] < 240
+    step = saved["state"]["step"]
+    # SIGTERM checkpoints the step it interrupts; SIGKILL leaves the last periodic checkpoint
+    assert 120 <= step < 240 if how == "SIGTERM" else (40 <= step < 240 and step % 40 == 0)
     resumed = bench(*SHORT, "--checkpoint-every", "40", results=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_result(run, reference_run)
     final = json.loads((run / "final.json").read_text())
-    assert [s["from_step"] for s in final["provenance"]["segments"]] == [0, saved["state"]["step"]]
+    assert [s["from_step"] for s in final["provenance"]["segments"]] == [0, step]
 
 
 def test_a_second_process_cannot_train_the_same_run(reference_run, tmp_path):

@@ -324,6 +324,12 @@ def load_dataset(dataset_id: str) -> tuple[DatasetArrays, DatasetInfo]:
         raise DataError(f"{data_file}: cannot be read as a Minari dataset ({type(err).__name__}: {err})") from None
     if not episodes:
         raise DataError(f"{data_file}: holds no episodes")
+    for role, space in (("observation", dataset.observation_space), ("action", dataset.action_space)):
+        if not isinstance(space, gym.spaces.Box):
+            raise DataError(
+                f"{data_file}: {role} space {type(space).__name__} is not supported; the suite trains on Box spaces",
+                "goal-conditioned Dict observations (e.g. Minari's AntMaze) would need flattening, not implemented yet",
+            )
     obs_shape = dataset.observation_space.shape
     act_shape = dataset.action_space.shape
     for ep in episodes:

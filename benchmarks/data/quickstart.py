@@ -2,17 +2,32 @@
 
 ``bench data make quickstart`` writes ``quickstart/{invertedpendulum,reacher}/{expert,medium,mixed}-v0``
 into the Minari root. Each is collected in the environment it is evaluated in (``InvertedPendulum-v5``,
-``Reacher-v5``, their default time limits) by a scripted controller:
+``Reacher-v5``, their default time limits) by scripted behaviours:
 
-* ``expert``: the controller with a little Gaussian action noise;
-* ``medium``: the same controller with heavy Gaussian action noise (about half the expert's
-  normalised return: the pendulum falls part-way through, the reacher's arm jitters);
-* ``mixed``: medium episodes with some expert and some uniform-random episodes, whose average
-  normalised return is well below the expert's, so that an offline learner has room to beat it.
+* ``expert``: the good controller (LQR balance; inverse kinematics + joint PD) with a little Gaussian
+  action noise, normalised return ~96-100;
+* ``medium``: a *systematically* wrong controller with moderate noise on top, not the expert plus
+  zero-mean noise (whose noise a cloning policy would simply average away):
+
+  - pendulum: the LQR with a wrong-signed cart-position gain (``DetunedPendulum``). The pole stays up,
+    but the cart drifts away from the centre ever faster until it hits the end of its rail and the
+    pole falls, after ~125 of 1000 steps (normalised ~12);
+  - reacher: the IK + PD controller aiming at the target's mirror image through the shoulder, with a
+    4x too stiff gain whose torques saturate (normalised ~45 without noise, ~42 with it);
+
+* ``mixed``: mostly medium episodes, a minority of expert ones and a few uniform-random ones.
+
+What ``mixed`` is for: separating "imitates the average behaviour" from "picks the best actions in the
+data". Behaviour cloning regresses onto the mean action at each state, so on data that is mostly
+medium it inherits the medium's systematic error (measured: ~18 on the pendulum, whose cloned policy
+drifts off the rail like the medium, ~71 on the reacher, against ~96-100 for the expert). An offline-RL
+agent that weights the data's actions by their value can recover the expert behaviour from the same
+data (measured: IQL 100 and ~85). The proportions, noise levels and the measurements behind them are
+given with ``RECIPES``.
 
 Reference scores are measured here, over 100 seeded episodes each: ``ref_min_score`` is the mean
-return of uniform-random actions, ``ref_max_score`` that of the noise-free controller. Everything is
-seeded (episode ``j`` of a part resets with ``seed + j``; its noise comes from
+return of uniform-random actions, ``ref_max_score`` that of the noise-free expert controller. Everything
+is seeded (episode ``j`` of a part resets with ``seed + j``; its noise comes from
 ``np.random.default_rng(seed)``), so regenerating gives identical data on the same software stack.
 """
 
@@ -83,7 +98,8 @@ class PendulumLQR:
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         return -(obs @ self.gain)[:, None]
 
-    def with_position_gain(self, position_gain: float) -> DetunedPendulum:
+    def detuned(self, position_gain: float) -> DetunedPendulum:
+        """The same law with the cart-position gain ``K[0]`` replaced by ``position_gain``."""
         gain = self.gain.copy()
         gain[0] = position_gain
         return DetunedPendulum(gain=gain, lqr_gain=self.gain)
@@ -102,7 +118,20 @@ class PendulumLQR:
 
 @dataclasses.dataclass(frozen=True)
 class DetunedPendulum:
-    """The LQR law ``a = -K s`` with the cart-position gain ``K[0]`` replaced (PLACEHOLDER)."""
+    """The LQR law ``a = -K s`` with a wrong-signed cart-position gain: the medium pendulum behaviour.
+
+    The LQR's position gain is negative (``K[0] ~ -0.74``): to bring the cart back to the centre it
+    first pushes it *outwards*, which tilts the pole inwards, and then follows the pole. A positive
+    ``K[0]`` pushes the cart straight back towards the centre instead, the intuitive but wrong way
+    round for a cart-pole: the pole is still balanced (the angle and rate gains are the LQR's), but
+    the centring mode becomes unstable, the cart drifts away from the centre faster and faster, hits
+    the end of its rail (``|x| = 1``) and the pole falls. With ``K[0] = +1.0`` that happens after
+    ~160 steps without noise (130-270, depending on the initial state), ~125 with the medium noise.
+
+    A blend ``w K_lqr + (1 - w) K`` of the two laws only balances (linearised) for ``w`` above ~0.57,
+    where the averaged ``K[0]`` turns negative, so a policy that averages the actions of data made
+    mostly of this behaviour drifts off too.
+    """
 
     gain: np.ndarray  # [4]
     lqr_gain: np.ndarray  # [4], the expert's
@@ -115,7 +144,9 @@ class DetunedPendulum:
             "name": "detuned LQR balance controller",
             "law": "a = -K @ [x, theta, xdot, thetadot]",
             "K": self.gain.tolist(),
-            "detuning": "the LQR gain with its cart-position entry K[0] replaced",
+            "detuning": "the LQR gain with its cart-position entry K[0] replaced by a positive one: the cart is "
+            "pushed straight back to the centre, which destabilises the centring mode; the cart drifts to the "
+            "end of the rail and the pole falls",
             "lqr_K": self.lqr_gain.tolist(),
         }
 
@@ -164,14 +195,16 @@ class ReacherIKPD:
     torque ``a = kp * wrap(q* - q) - kd * qdot`` (action 1 = 200 N m through the gear). ``kp = 0.25``,
     ``kd = 0.05`` are the best of a grid search (kp in 0.1..4, kd in 0.02..0.2) on mean return over
     100 episodes, and again on 100 held-out ones: about -3.9, against about -43 for random actions.
+
+    ``mirrored = True`` aims at ``-p``, the target's mirror image through the shoulder, instead: with
+    ``kp = 1.0`` this is the medium reacher behaviour (see ``RECIPES``).
     """
 
     link1: float
     link2: float
     kp: float = 0.25
     kd: float = 0.05
-    aim_rotation: float = 0.0  # radians: the controller aims at aim_scale * R(aim_rotation) @ target
-    aim_scale: float = 1.0
+    mirrored: bool = False  # aim at -target instead of target
 
     @classmethod
     def from_env(cls, env: gym.Env) -> ReacherIKPD:
@@ -181,9 +214,7 @@ class ReacherIKPD:
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         l1, l2 = self.link1, self.link2
         q = np.arctan2(obs[:, 2:4], obs[:, 0:2])
-        c, s = np.cos(self.aim_rotation), np.sin(self.aim_rotation)
-        px = self.aim_scale * (c * obs[:, 4] - s * obs[:, 5])
-        py = self.aim_scale * (s * obs[:, 4] + c * obs[:, 5])
+        px, py = (-obs[:, 4], -obs[:, 5]) if self.mirrored else (obs[:, 4], obs[:, 5])
         cos_elbow = np.clip((px**2 + py**2 - l1**2 - l2**2) / (2 * l1 * l2), -1.0, 1.0)
         elbow = np.where(q[:, 1] >= 0, 1.0, -1.0) * np.arccos(cos_elbow)
         shoulder = np.arctan2(py, px) - np.arctan2(l2 * np.sin(elbow), l1 + l2 * np.cos(elbow))
@@ -192,12 +223,13 @@ class ReacherIKPD:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": "2-link inverse kinematics + joint PD",
+            "name": "2-link inverse kinematics + joint PD"
+            + (", aiming at the target's mirror image" if self.mirrored else ""),
             "law": "a = kp * wrap(q_target - q) - kd * qdot, q_target by analytic IK (elbow keeps its sign)",
             "kp": self.kp,
             "kd": self.kd,
             "link_lengths": [self.link1, self.link2],
-            "aim": {"rotation_rad": self.aim_rotation, "scale": self.aim_scale},
+            "aims_at": "-target (mirror image through the shoulder)" if self.mirrored else "target",
         }
 
 
@@ -219,6 +251,9 @@ class Behaviour:
             return rng.uniform(low, high, shape)
         noise = self.noise_std * (high - low) / 2 * rng.standard_normal(shape)
         return np.clip(self.controller(obs) + noise, low, high)
+
+    def name(self) -> str:
+        return "uniform random actions" if self.controller is None else self.controller.describe()["name"]
 
     def describe(self) -> dict[str, Any]:
         if self.controller is None:
@@ -291,30 +326,44 @@ class Recipe:
         }
 
 
-# Pendulum noise: 0.1 never drops the pole; 0.2 drops it after ~540 of 1000 steps on average (the
-# survival time falls steeply with the noise: 0.18 -> ~810, 0.22 -> ~350). Expert episodes last the
-# full 1000 steps, so they are few, and the mixed data is mostly medium transitions.
-# Reacher noise: 0.1 costs ~3% of the normalised score, 0.4 about half (the arm jitters around the target).
-PENDULUM_MEDIUM_POSITION_GAIN = 0.7
-REACHER_MEDIUM_AIM_ROTATION = np.pi
-
+# Noise levels (std per half-range of the action box):
+# - pendulum: the LQR with noise 0.1 never drops the pole (0.2 would, after ~540 of 1000 steps); the
+#   detuned medium law drops it after ~160 steps without noise, ~125 with 0.15. The medium noise gives
+#   an RL agent actions to compare around the medium's states: in the tuning runs, with medium noise
+#   0.05-0.1 IQL found the balancing behaviour in only some seeds, with 0.15-0.2 in all of them.
+# - reacher: 0.1 costs the expert ~4 points; the medium's shortfall (~58 points) is nearly all
+#   systematic (~55 without noise): the wrong aim and the over-stiff gain's saturating torques.
+#
+# Mixed proportions. A behaviour-cloning policy regresses onto the mean action at each state, so on
+# data that is mostly medium it inherits the medium's systematic error (noise averages out, a bias does
+# not); an RL agent that weights actions by their value can pick the expert (and the better noisy)
+# actions out of the same data. Measured with the suite's BC (3000 steps) and IQL (5000 steps, the
+# default quick-start config), seeds 0-2, final evaluation:
+# - pendulum: 50 medium + 5 expert + 2 random episodes, ~11k transitions, 44% of them expert (an expert
+#   episode lasts 1000 steps, a medium one ~125). Data average ~19, BC ~18 (its policy drifts off the
+#   rail like the medium), IQL 100. The data average cannot go much higher: it only rises with the
+#   share of (long) expert episodes, and with 6 expert per 25-30 medium episodes (average 26-28,
+#   55-65% expert transitions) BC recovered the expert in 2 or 3 of 3 seeds. The 2 random episodes
+#   (~5 steps each) add quick failures.
+# - reacher: 300 medium + 75 expert + 125 random episodes, 25k transitions. Data average ~40, BC ~71
+#   (above the medium's ~42, well below the expert's ~96), IQL ~85.
 RECIPES: dict[str, Recipe] = {
     "invertedpendulum": Recipe(
         env_id="InvertedPendulum-v5",
         make_controller=PendulumLQR.from_env,
-        make_medium=lambda lqr: lqr.with_position_gain(PENDULUM_MEDIUM_POSITION_GAIN),
-        noise={"expert": 0.1, "medium": 0.1},
+        make_medium=lambda lqr: lqr.detuned(position_gain=1.0),
+        noise={"expert": 0.1, "medium": 0.15},
         levels={
             "expert": (Part("expert", 20, 10_000),),
             "medium": (Part("medium", 100, 20_000),),
-            "mixed": (Part("medium", 60, 30_000), Part("expert", 4, 31_000), Part("random", 10, 32_000)),
+            "mixed": (Part("medium", 50, 30_000), Part("expert", 5, 31_000), Part("random", 2, 32_000)),
         },
     ),
     "reacher": Recipe(
         env_id="Reacher-v5",
         make_controller=ReacherIKPD.from_env,
-        make_medium=lambda ik: dataclasses.replace(ik, aim_rotation=REACHER_MEDIUM_AIM_ROTATION),
-        noise={"expert": 0.1, "medium": 0.2},
+        make_medium=lambda ik: dataclasses.replace(ik, kp=1.0, mirrored=True),
+        noise={"expert": 0.1, "medium": 0.1},
         levels={
             "expert": (Part("expert", 400, 10_000),),
             "medium": (Part("medium", 400, 20_000),),
@@ -356,19 +405,20 @@ def _make_env_datasets(
         behaviours = recipe.behaviours(controller)
         ref_min = _reference(envs, behaviours["random"])
         ref_max = _reference(envs, Behaviour(controller))
-        say(f"{recipe.env_id}: reference returns {ref_min:.2f} (random) / {ref_max:.2f} (controller)")
+        say(f"{recipe.env_id}: reference returns {ref_min:.2f} (random) / {ref_max:.2f} (expert controller)")
         reference = {
             "episodes": REFERENCE_EPISODES,
             "reset_seeds": [REFERENCE_SEED, REFERENCE_SEED + REFERENCE_EPISODES - 1],
             "rng_seed": REFERENCE_SEED,
             "ref_min_score": {"value": ref_min, "behaviour": "uniform random actions, mean return"},
-            "ref_max_score": {"value": ref_max, "behaviour": "noise-free controller, mean return"},
+            "ref_max_score": {"value": ref_max, "behaviour": "noise-free expert controller, mean return"},
         }
         normalise = lambda r: 100.0 * (r - ref_min) / (ref_max - ref_min)  # noqa: E731
         infos = {}
         for level in levels:
             dataset_id = dataset_id_for(env_name, level)
             parts, records = [], []
+            names = [behaviours[part.behaviour].name() for part in recipe.levels[level]]
             for part in recipe.levels[level]:
                 seeds = range(part.seed, part.seed + part.episodes)
                 episodes = rollout(envs, behaviours[part.behaviour], seeds, np.random.default_rng(part.seed))
@@ -400,9 +450,9 @@ def _make_env_datasets(
                 env_id=recipe.env_id,
                 ref_min_score=ref_min,
                 ref_max_score=ref_max,
-                description=f"Quick-start {level} data on {recipe.env_id} from a scripted controller ({summary} "
+                description=f"Quick-start {level} data on {recipe.env_id} from scripted behaviours ({summary} "
                 f"episodes); generated by benchmarks/data/quickstart.py, see the 'bench' metadata.",
-                algorithm_name=f"scripted {controller.describe()['name']} ({level})",
+                algorithm_name=f"scripted {level}: " + " + ".join(dict.fromkeys(names)),
                 extra=extra,
                 overwrite=force,
             )

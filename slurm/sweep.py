@@ -1,0 +1,351 @@
+"""Sweeps: every cell of a suite as submitit jobs, idempotently, with a manifest per submission.
+
+``bench submit`` plans one job per (agent, task) with its seeds trained together (or one per seed),
+skips cells that are finished (their ``final.json`` exists) or queued/running in an earlier sweep,
+freezes the code (a copy of the git-tracked files, as submitit's ``RsyncSnapshot`` does) so that
+editing the checkout cannot change waiting jobs, submits the rest as one Slurm job array, and writes
+``results/sweeps/<sweep id>/manifest.json`` (cells, run ids, job ids, profile, code version).
+Planning, submission and the manifest happen under one lock, so two racing submits never submit
+a cell twice or lose a record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import fcntl
+import json
+import os
+import pickle
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from benchmarks import provenance
+from benchmarks.errors import BenchError, ConfigError
+from benchmarks.training import Cell, write_json_atomic
+from slurm.jobs import CellJob
+from slurm.profile import Profile
+
+ACTIVE = {"pending", "running", "requeued"}
+SLURM_STATES = {  # sacct state -> what `bench status` shows
+    "PENDING": "pending", "REQUEUED": "requeued", "REQUEUE_HOLD": "requeued", "REQUEUE_FED": "requeued",
+    "RUNNING": "running", "COMPLETING": "running", "CONFIGURING": "running", "RESIZING": "running",
+    "SUSPENDED": "running", "PREEMPTED": "requeued", "COMPLETED": "done", "FAILED": "failed",
+    "CANCELLED": "cancelled", "TIMEOUT": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed",
+    "BOOT_FAIL": "failed", "DEADLINE": "failed",
+}
+
+
+@dataclasses.dataclass
+class PlannedJob:
+    cell: Cell
+    run_id: str
+    steps: int
+    state: str = "new"  # new, done, or the state of its job in an earlier sweep
+    previous: dict[str, Any] | None = None  # that job's record
+
+
+def plan(cells: list[Cell], results_root: Path) -> list[PlannedJob]:
+    """Resolve every cell (bad agents/tasks/overrides fail here, before anything is submitted)."""
+    planned = []
+    for cell in cells:
+        spec = cell.spec()
+        planned.append(PlannedJob(cell, spec.run_id, spec.config.config.steps))
+    latest = latest_records(results_root)
+    live = job_states([latest[p.run_id] for p in planned if p.run_id in latest], results_root)
+    for job in planned:
+        if (results_root / "runs" / job.run_id / "final.json").exists():
+            job.state = "done"
+        elif job.run_id in latest:
+            job.previous = latest[job.run_id]
+            job.state = live[job.previous["job_id"]]
+    return planned
+
+
+# ------------------------------------------------------------------------------------ records
+
+
+def sweeps_dir(results_root: Path) -> Path:
+    return results_root / "sweeps"
+
+
+def manifests(results_root: Path) -> list[dict[str, Any]]:
+    paths = sorted(sweeps_dir(results_root).glob("*/manifest.json"))
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def latest_records(results_root: Path) -> dict[str, dict[str, Any]]:
+    """The most recent job record of every run id, over all sweeps."""
+    latest: dict[str, dict[str, Any]] = {}
+    for manifest in sorted(manifests(results_root), key=lambda m: m["created"]):
+        for record in manifest["jobs"]:
+            latest[record["run_id"]] = {**record, "sweep": manifest["sweep_id"], "executor": manifest["executor"]}
+    return latest
+
+
+def load_manifest(results_root: Path, sweep_id: str | None) -> dict[str, Any]:
+    found = manifests(results_root)
+    if not found:
+        raise ConfigError(f"no sweep under {sweeps_dir(results_root)}", "submit one with `bench submit`")
+    if sweep_id is None:
+        return max(found, key=lambda m: m["created"])
+    for manifest in found:
+        if manifest["sweep_id"] == sweep_id:
+            return manifest
+    raise ConfigError(f"unknown sweep {sweep_id!r}", f"known: {', '.join(m['sweep_id'] for m in found)}")
+
+
+@contextlib.contextmanager
+def submission_lock(results_root: Path) -> Iterator[None]:
+    sweeps_dir(results_root).mkdir(parents=True, exist_ok=True)
+    with open(sweeps_dir(results_root) / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+# ------------------------------------------------------------------------------------ job states
+
+
+def _result(log_folder: Path, job_id: str) -> tuple[str, str] | None:
+    path = submitit.core.utils.JobPaths(log_folder, job_id=job_id, task_id=0).result_pickle
+    if not path.exists():
+        return None
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def job_states(records: list[dict[str, Any]], results_root: Path) -> dict[str, str]:
+    """Current state of each recorded job: pending, running, requeued, done, failed or cancelled."""
+    states: dict[str, str] = {}
+    slurm_ids = [r["job_id"] for r in records if r["executor"] == "slurm"]
+    sacct = _sacct_states(slurm_ids) if slurm_ids else {}
+    for record in records:
+        job_id, log_folder = record["job_id"], Path(record["log_folder"])
+        result = _result(log_folder, job_id)
+        if (results_root / "runs" / record["run_id"] / "final.json").exists():
+            states[job_id] = "done"
+        elif result is not None:
+            states[job_id] = "done" if result[0] == "success" else "failed"
+        elif record["executor"] == "slurm":
+            states[job_id] = SLURM_STATES.get(sacct.get(job_id, ""), "pending" if job_id not in sacct else "failed")
+        else:  # local: the job id is the controller's pid
+            states[job_id] = "running" if _pid_alive(int(job_id)) else "failed"
+    return states
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    return True
+
+
+def _sacct_states(job_ids: list[str]) -> dict[str, str]:
+    """``sacct`` states of jobs (array tasks as ``ARRAY_TASK``); empty where sacct has no record yet."""
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(sorted({j.split("_")[0] for j in job_ids}))],
+        capture_output=True, text=True, timeout=60,
+    )
+    if out.returncode != 0:
+        raise BenchError(f"sacct failed: {out.stderr.strip()}", "is Slurm accounting (slurmdbd) running?")
+    states = {}
+    for line in out.stdout.splitlines():
+        job_id, state = line.split("|")[:2]
+        states[job_id] = state.split()[0]  # "CANCELLED by 0" -> CANCELLED
+    return states
+
+
+# ------------------------------------------------------------------------------------ submission
+
+
+def snapshot_code(destination: Path) -> dict[str, Any]:
+    """Copy the checkout's files as they are now (tracked, and untracked but not ignored) to ``destination``."""
+    root = provenance.CODE_ROOT
+    listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            capture_output=True, timeout=60)
+    if listed.returncode != 0:
+        raise BenchError(f"{root} is not a git checkout, so its code cannot be frozen for the jobs")
+    for name in listed.stdout.decode().split("\0"):
+        if name and (root / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, destination / name)
+    version = {**provenance.git_state(root), "snapshot": str(destination)}
+    write_json_atomic(destination / provenance.CODE_VERSION_FILE, version)
+    return version
+
+
+@contextlib.contextmanager
+def running_from(code: Path) -> Iterator[None]:
+    """Submit with the snapshot as working directory and first on PYTHONPATH: jobs import it."""
+    cwd, pythonpath = os.getcwd(), os.environ.get("PYTHONPATH")
+    os.chdir(code)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), pythonpath]))
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        if pythonpath is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = pythonpath
+
+
+def make_executor(kind: str, folder: Path, profile: Profile) -> submitit.Executor:
+    if kind == "slurm":
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.max_requeues)
+        executor.update_parameters(**profile.submitit_parameters(), job_name="bench")
+    elif kind == "local":
+        executor = submitit.LocalExecutor(folder=folder, max_num_timeout=profile.max_requeues)
+        executor.update_parameters(timeout_min=profile.time_min, signal_delay_s=profile.signal_delay_s,
+                                   gpus_per_node=profile.gpus_per_node)
+    elif kind == "debug":
+        executor = submitit.DebugExecutor(folder=folder)
+    else:
+        raise ConfigError(f"unknown executor {kind!r}", "use slurm, local or debug")
+    return executor
+
+
+@dataclasses.dataclass
+class Submission:
+    manifest: dict[str, Any]
+    jobs: list[submitit.Job]
+
+
+def submit(
+    planned: list[PlannedJob],
+    *,
+    executor_kind: str,
+    profile: Profile,
+    results_root: Path,
+    retry_failed: bool,
+    parallel: int,
+    command: list[str],
+) -> Submission | None:
+    """Submit what is new (and failed, with ``retry_failed``); None when there is nothing to submit."""
+    todo = [p for p in planned if p.state == "new" or (retry_failed and p.state in ("failed", "cancelled"))]
+    if not todo:
+        return None
+    sweep_id = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    sweep = sweeps_dir(results_root) / sweep_id
+    code, logs = sweep / "code", sweep / "logs"
+    code.mkdir(parents=True)
+    version = snapshot_code(code)
+    executor = make_executor(executor_kind, logs / "%j", profile)
+    threads = profile.cpus_per_task if executor_kind == "slurm" else max(1, (os.cpu_count() or 1) // parallel)
+    calls = [CellJob(p.cell, p.run_id, str(results_root.resolve()), threads) for p in todo]
+    with running_from(code):
+        if executor_kind == "slurm":
+            executor.update_parameters(setup=[f"export PYTHONPATH={code}:$PYTHONPATH", *profile.setup])
+            with executor.batch():
+                jobs = [executor.submit(call) for call in calls]
+            started = jobs
+        else:
+            jobs, started = [], []  # local/debug: at most `parallel` at once, submitted as others finish
+            for call in calls:
+                while sum(not j.done() for j in started) >= parallel:
+                    time.sleep(0.5)
+                job = executor.submit(call)
+                jobs.append(job)
+                started.append(job)
+    manifest = {
+        "sweep_id": sweep_id,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "executor": executor_kind,
+        "profile": dataclasses.asdict(profile),
+        "code": version,
+        "results_root": str(results_root.resolve()),
+        "jobs": [
+            {
+                "run_id": p.run_id, "agent": p.cell.agent, "task": p.cell.task, "seeds": list(p.cell.seeds),
+                "steps": p.steps, "job_id": str(job.job_id), "log_folder": str(logs / str(job.job_id).split("_")[0]),
+                "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr), "reproduce": p.cell.command(),
+            }
+            for p, job in zip(todo, jobs)
+        ],
+        "skipped": [{"run_id": p.run_id, "state": p.state} for p in planned if p not in todo],
+    }
+    write_json_atomic(sweep / "manifest.json", manifest)
+    return Submission(manifest, jobs)
+
+
+def wait(jobs: list[submitit.Job], poll_s: float = 5.0) -> None:
+    """Block until every job has ended (its result or error is known)."""
+    while not all(job.done() for job in jobs):
+        time.sleep(poll_s)
+
+
+# ------------------------------------------------------------------------------------ status, cancel
+
+
+def progress(results_root: Path, run_id: str) -> tuple[int, float | None]:
+    """Last logged step and last mean evaluation score of a run (from its metrics.jsonl)."""
+    path = results_root / "runs" / run_id / "metrics.jsonl"
+    step, score = 0, None
+    if path.exists():
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            step = max(step, record["step"])
+            if record["kind"] == "eval":
+                score = sum(record["score"]) / len(record["score"])
+    return step, score
+
+
+def error_tail(record: dict[str, Any], lines: int = 3) -> str:
+    result = _result(Path(record["log_folder"]), record["job_id"])
+    text = result[1] if result is not None and result[0] == "error" else ""
+    if not text and Path(record["stderr"]).exists():
+        text = Path(record["stderr"]).read_text(errors="replace")
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+def starts(results_root: Path, run_id: str) -> int:
+    """How many times the run has been started (1 + restarts after preemption, timeout or crash)."""
+    path = results_root / "runs" / run_id / "starts.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def status_rows(manifest: dict[str, Any], results_root: Path) -> list[dict[str, Any]]:
+    records = [{**r, "executor": manifest["executor"]} for r in manifest["jobs"]]
+    states = job_states(records, results_root)
+    rows = []
+    for record in records:
+        state = states[record["job_id"]]
+        step, score = progress(results_root, record["run_id"])
+        restarts = max(starts(results_root, record["run_id"]) - 1, 0)
+        if state == "pending" and restarts:
+            state = "requeued"
+        rows.append({
+            **record, "state": state, "step": step, "score": score, "restarts": restarts,
+            "error": error_tail(record) if state in ("failed", "cancelled") else "",
+        })
+    return rows
+
+
+def cancel(manifest: dict[str, Any], results_root: Path) -> list[str]:
+    """Cancel the sweep's jobs that are still pending or running; returns their ids."""
+    records = [{**r, "executor": manifest["executor"]} for r in manifest["jobs"]]
+    states = job_states(records, results_root)
+    active = [r["job_id"] for r in records if states[r["job_id"]] in ACTIVE]
+    if active and manifest["executor"] == "slurm":
+        out = subprocess.run(["scancel", *active], capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise BenchError(f"scancel failed: {out.stderr.strip()}")
+    for job_id in active if manifest["executor"] == "local" else []:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(job_id), signal.SIGTERM)
+    return active

@@ -1,0 +1,88 @@
+"""Helpers the agent unit tests share: tiny random batches and data, parameter perturbations, and the
+seeds-trained-together and checkpoint-continuation checks.
+
+The random helpers draw from their own seeded ``torch.Generator`` where they take a ``seed``, else from
+torch's global generator, always in the order written here: changing that order changes every test's numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from agents.base import Agent, Batch, SeedStreams, Transitions
+
+
+def random_batch(n_seeds: int, batch: int = 8, obs_dim: int = 3, act_dim: int = 2, seed: int = 0,
+                 action_bound: float = 1.0) -> Batch:
+    """A :class:`Batch` of ``[n_seeds, batch, ...]`` tensors from ``torch.Generator().manual_seed(seed)``:
+    standard normal observations and rewards, actions uniform in ``[-action_bound, action_bound)``, about
+    30% terminals."""
+    g = torch.Generator().manual_seed(seed)
+    return Batch(
+        observations=torch.randn(n_seeds, batch, obs_dim, generator=g),
+        actions=torch.rand(n_seeds, batch, act_dim, generator=g) * (2 * action_bound) - action_bound,
+        rewards=torch.randn(n_seeds, batch, generator=g),
+        next_observations=torch.randn(n_seeds, batch, obs_dim, generator=g),
+        terminals=(torch.rand(n_seeds, batch, generator=g) < 0.3).float(),
+    )
+
+
+def random_transitions(n: int = 64, obs_dim: int = 3, act_dim: int = 2, episode_length: int = 8) -> Transitions:
+    """``n`` random transitions from torch's global generator (actions in [-1, 1), about 10% terminals), in
+    episodes of ``episode_length``."""
+    return Transitions(
+        observations=torch.randn(n, obs_dim), actions=torch.rand(n, act_dim) * 2 - 1, rewards=torch.randn(n),
+        next_observations=torch.randn(n, obs_dim), terminals=(torch.rand(n) < 0.1).float(),
+        episode_index=torch.arange(n) // episode_length,
+    )
+
+
+def perturb_(module: nn.Module, scale: float = 0.1, seed: int = 1) -> None:
+    """Add ``scale * N(0, 1)`` noise from ``torch.Generator().manual_seed(seed)`` to every parameter, in
+    ``module.parameters()`` order: moves a module away from its initialisation (or its copy), as after training."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+def q_min(critic: nn.Module, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """``min(Q_1, Q_2)`` of a twin critic returning ``(q1, q2)``."""
+    return torch.minimum(*critic(obs, actions))
+
+
+def train_group_and_alone(group: Agent, alone: Agent, data: Transitions, steps: int,
+                          batch_size: int = 8) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Train ``group`` (seeds 0, 1, 2) and ``alone`` (seed 1) for ``steps`` updates on batches of ``data`` drawn
+    from each one's own ``"batches"`` streams, checking that seed 1 draws the same indices in both; return the
+    last update's metrics of each."""
+    group_batches, alone_batches = SeedStreams([0, 1, 2], "batches", "cpu"), SeedStreams([1], "batches", "cpu")
+    for _ in range(steps):
+        group_idx = group_batches.randint(len(data), batch_size)
+        alone_idx = alone_batches.randint(len(data), batch_size)
+        torch.testing.assert_close(group_idx[1], alone_idx[0], rtol=0, atol=0)  # the same random stream
+        group_metrics, alone_metrics = group.update(data.gather(group_idx)), alone.update(data.gather(alone_idx))
+    return group_metrics, alone_metrics
+
+
+def trained_and_restored(make_agent: Callable[[], Agent], steps: int,
+                         make_batch: Callable[..., Batch] = random_batch) -> tuple[Agent, Agent]:
+    """An agent from ``make_agent()`` after ``steps`` updates on ``make_batch(2, seed=i)`` (i = 0, 1, ...), and a
+    fresh one that loaded a deep copy of its state dict."""
+    trained = make_agent()
+    for i in range(steps):
+        trained.update(make_batch(2, seed=i))
+    restored = make_agent()
+    restored.load_state_dict(copy.deepcopy(trained.state_dict()))
+    return trained, restored
+
+
+def assert_same_update(a: Agent, b: Agent, batch: Batch) -> None:
+    """``a`` and ``b`` (one restored from the other's checkpoint) report bit-identical metrics for ``batch``."""
+    ma, mb = a.update(batch), b.update(batch)
+    for key in ma:
+        torch.testing.assert_close(ma[key], mb[key], rtol=0, atol=0)

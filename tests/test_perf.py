@@ -1,0 +1,207 @@
+"""Speed work that must not change results: the compiled update gives the eager losses, vectorised seeds
+give each seed its single-seed result, no update reads the device from the host; and ``bench perf`` runs
+(tiny step counts; its numbers and figure are not asserted: speed is a benchmark, not a test)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from agents import AGENTS
+from agents.base import Agent, Batch, SeedStreams
+from analysis import compute
+from benchmarks.cli import main
+from benchmarks.compiling import compile_update, compile_wanted
+from benchmarks.errors import ConfigError
+from benchmarks.perf import skip_warmup_phases_, synthetic_transitions, task_sizes
+from benchmarks.tasks import get_task
+from benchmarks.training import Cell
+
+TASK = "hopper-medium-v2"
+OBS, ACT = 11, 3  # Hopper-v4
+CPU = torch.device("cpu")
+
+
+def hopper_agent(name: str, seeds: tuple[int, ...], **overrides) -> Agent:
+    """The agent with its real hopper-medium-v2 config (``bench run``'s resolution), at Hopper's sizes."""
+    return Cell(name, TASK, seeds, tuple(overrides.items())).spec().build_agent(OBS, ACT, CPU)
+
+
+def fixed_batch(n_seeds: int, batch_size: int, seed: int = 0) -> Batch:
+    data = synthetic_transitions(OBS, ACT, CPU, n=4096, seed=seed)
+    return data.gather(SeedStreams(range(n_seeds), "batches", CPU).randint(len(data), batch_size))
+
+
+def test_task_sizes_come_from_the_environment_without_data():
+    assert task_sizes(get_task(TASK)) == (OBS, ACT)
+    assert task_sizes(get_task("walker2d-medium-v2")) == (17, 6)
+
+
+# ------------------------------------------------------------------------------------------------ compile
+
+
+def test_compile_defaults_on_for_cuda_only_and_never_for_cql():
+    cuda = torch.device("cuda")
+    assert compile_wanted(None, cuda, "ofql") and not compile_wanted(None, CPU, "ofql")
+    assert compile_wanted(True, CPU, "iql") and not compile_wanted(False, cuda, "iql")
+    assert not compile_wanted(None, cuda, "cql") and not compile_wanted(False, cuda, "cql")
+    with pytest.raises(ConfigError, match="cql's update cannot be compiled"):
+        compile_wanted(True, cuda, "cql")
+
+
+@pytest.mark.parametrize(("name", "backend"), [("iql", "inductor"), ("ofql", "aot_eager")])
+def test_compiled_update_gives_the_eager_losses(name, backend):
+    """From the EMA's start on (both sides of the every-5-steps branch), on one fixed batch, for 6 steps.
+
+    IQL goes through Inductor's CPU code generation (about 30 s cold). OFQL goes through everything that is
+    particular to it (Dynamo's capture of the update around its random draws and of ``torch.func.jvp``, and
+    AOTAutograd's forward/backward graphs of the JVP) with ``aot_eager``: Inductor's C++ code generation for
+    its graphs takes over a minute cold on 2 cores; checked by hand to agree to 3e-7 (see benchmarks/compiling.py).
+    """
+    torch._dynamo.reset()
+    eager, compiled = hopper_agent(name, (0, 1)), hopper_agent(name, (0, 1))
+    for agent in (eager, compiled):
+        agent.step = getattr(agent.config, "ema_start", 0)
+    assert compile_update(compiled, backend=backend) == ("default" if backend == "inductor" else backend)
+    batch = fixed_batch(2, eager.config.batch_size)
+    for _ in range(6):
+        expected, got = eager.update(batch), compiled.update(batch)
+        assert got.keys() == expected.keys()
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5, msg=f"{name} {key}")
+    assert compiled.step == eager.step
+    for key, module in vars(eager).items():
+        if isinstance(module, nn.Module):  # networks, targets and EMA copies
+            for a, b in zip(module.state_dict().values(), getattr(compiled, key).state_dict().values()):
+                torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=f"{name} {key}")
+
+
+def test_bench_run_compile_flag_trains_the_same_cell(quickstart, tmp_path):
+    """``--compile`` is a run option: the same run id, the same losses as eager, the mode in the provenance."""
+    cell = ["--agent", "bc", "--task", "quickstart/reacher/mixed-v0", "--seeds", "0,1", "--no-progress",
+            "--steps", "30", "--eval-every", "30", "--eval-episodes", "1", "--log-every", "10"]
+    runs = {}
+    for flag in ("--no-compile", "--compile"):
+        assert main(["run", *cell, flag, "--results", str(tmp_path / flag)]) == 0
+        (run,) = (tmp_path / flag / "runs").glob("*")
+        runs[flag] = run
+    assert runs["--compile"].name == runs["--no-compile"].name
+    train = {flag: [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+                    if json.loads(line)["kind"] == "train"] for flag, run in runs.items()}
+    assert [t["step"] for t in train["--compile"]] == [10, 20, 30]
+    for a, b in zip(train["--no-compile"], train["--compile"]):
+        torch.testing.assert_close(torch.tensor(b["bc_loss"]), torch.tensor(a["bc_loss"]), rtol=1e-4, atol=1e-6)
+    starts = [json.loads(line) for line in (runs["--compile"] / "starts.jsonl").read_text().splitlines()]
+    assert starts[-1]["compile"] == "default"
+    assert json.loads((runs["--no-compile"] / "starts.jsonl").read_text().splitlines()[-1])["compile"] is None
+
+
+# ------------------------------------------------------------------------------------------------ seeds
+
+
+@pytest.mark.parametrize("name", list(AGENTS))
+def test_five_vectorised_seeds_each_match_the_seed_alone(name):
+    """At the real hopper config, in the main phase: seed k of a 5-seed update = seed k updated alone."""
+    group = hopper_agent(name, (0, 1, 2, 3, 4))
+    skip_warmup_phases_(group)
+    batches = [fixed_batch(5, group.config.batch_size, seed=i) for i in range(2)]
+    group_metrics = [group.update(b) for b in batches]
+    for k in (0, 2, 4):
+        alone = hopper_agent(name, (k,))
+        skip_warmup_phases_(alone)
+        for batch, expected in zip(batches, group_metrics):
+            got = alone.update(Batch(**{f: getattr(batch, f)[k : k + 1] for f in Batch.__dataclass_fields__}))
+            for key in expected:
+                torch.testing.assert_close(got[key][0], expected[key][k], rtol=1e-4, atol=1e-5, msg=f"{name} seed {k} {key}")
+
+
+# ------------------------------------------------------------------------------------------------ no host sync
+
+# aten ops that copy a value from the device to the host (``.item()``, ``bool(t)``, ``int(t)`` all end in
+# ``_local_scalar_dense``) or whose output shape depends on the data (a CUDA sync)
+# (boolean-mask indexing, found by its argument types below, is one too)
+HOST_READS = {"_local_scalar_dense", "nonzero", "masked_select", "_unique", "_unique2", "unique_dim",
+              "unique_consecutive", "repeat_interleave", "equal", "is_nonzero"}
+
+
+class HostReads(TorchDispatchMode):
+    """Records every host read inside the block, with the project's source lines that made it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, list[str]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        op = func._schema.name.split("::")[-1]
+        masks = op in ("index", "index_put", "index_put_") and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 else ()) or ())
+        if op in HOST_READS or masks:
+            root = str(Path(__file__).resolve().parent.parent) + "/"
+            where = [f"{f.filename.removeprefix(root)}:{f.lineno}" for f in traceback.extract_stack()
+                     if f.filename.startswith(root) and "/.venv/" not in f.filename and not f.filename.endswith("test_perf.py")]
+            self.found.append((func._schema.name, where[-2:]))
+        return func(*args, **(kwargs or {}))
+
+
+def test_host_read_detector_sees_item_bool_and_masks():
+    x = torch.randn(8)
+    with HostReads() as reads:
+        x.sum().item()
+        bool(x[0] > 0)
+        x[x > 0]
+    assert len(reads.found) == 3
+
+
+@pytest.mark.parametrize("name", list(AGENTS))
+def test_training_step_never_reads_the_device(name):
+    """Sampling and updating, from step 0 (pre-training / BC warm-up phases) and in the main phase, EMA steps included."""
+    agent = hopper_agent(name, (0, 1))
+    data = agent.preprocess(synthetic_transitions(OBS, ACT, CPU, n=2048))
+    batches = SeedStreams(agent.seeds, "batches", CPU)
+    with HostReads() as reads:
+        for phase in range(2):
+            for _ in range(2 if phase == 0 else 6):
+                agent.update(data.gather(batches.randint(len(data), agent.config.batch_size)))
+            skip_warmup_phases_(agent)
+    assert reads.found == []
+
+
+# ------------------------------------------------------------------------------------------------ bench perf
+
+
+def test_bench_perf_runs_on_cpu_and_feeds_the_report(tmp_path, capsys):
+    results = tmp_path / "results"
+    args = ["perf", "--agents", ",".join(AGENTS), "--seeds", "1,2", "--device", "cpu", "--warmup", "2", "--steps", "2",
+            "--repeats", "2", "--action-batch", "8", "--window", "0.01", "--results", str(results)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "updates/s" in out and "decisions/s" in out and "hopper-medium-v2 (obs 11, act 3)" in out
+    (path,) = (results / "perf").glob("perf-hopper-medium-v2-cpu-*.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert [(r["agent"], int(r["n_seeds"])) for r in rows] == [(a, n) for a in AGENTS for n in (1, 2)]
+    for row in rows:
+        assert (row["obs_dim"], row["act_dim"], row["compile"], row["action_batch"]) == ("11", "3", "eager", "8")
+        for key in ("updates_per_s_min", "updates_per_s_median", "decision_hz_median", "ms_per_action_median"):
+            assert float(row[key]) > 0, key
+        assert float(row["updates_per_s_min"]) <= float(row["updates_per_s_median"])
+        assert float(row["seed_updates_per_s_median"]) == pytest.approx(float(row["updates_per_s_median"]) * int(row["n_seeds"]))
+    assert {p.suffix for p in (results / "perf").iterdir()} == {".csv", ".png", ".pdf"}
+
+    written = compute.write_compute_report(results, tmp_path / "report")
+    assert {p.name for p in written} >= {"compute.tex", "compute.md", "compute.csv"}
+    table = (tmp_path / "report" / "compute.md").read_text()
+    assert "| ofql | hopper-medium-v2 |" in table and "\\toprule" in (tmp_path / "report" / "compute.tex").read_text()
+    assert compute.write_compute_report(tmp_path / "empty", tmp_path / "report2") == []
+
+
+def test_bench_perf_refuses_bad_arguments(capsys):
+    assert main(["perf", "--agents", "nope"]) == 2
+    assert main(["perf", "--seeds", "0"]) == 2
+    assert "bench: error" in capsys.readouterr().err
