@@ -175,8 +175,12 @@ def _sacct_states(job_ids: list[str]) -> dict[str, str]:
 def snapshot_code(destination: Path) -> dict[str, Any]:
     """Copy the checkout's files as they are now (tracked, and untracked but not ignored) to ``destination``."""
     root = provenance.CODE_ROOT
-    listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            capture_output=True, timeout=60)
+    try:
+        listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                capture_output=True, timeout=60)
+    except FileNotFoundError:
+        raise BenchError("git is not installed, so the checkout's code cannot be listed and frozen for the jobs",
+                         "install git") from None
     if listed.returncode != 0:
         raise BenchError(f"{root} is not a git checkout, so its code cannot be frozen for the jobs")
     for name in listed.stdout.decode().split("\0"):

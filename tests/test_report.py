@@ -498,7 +498,7 @@ def test_report_rliable_aggregates_per_suite(built, protocol):
         probs = pd.read_csv(figures / f"probability_of_improvement_{suite}_{protocol}.csv")
         assert set(probs["other"]) == others and (probs["reference"] == "ofql").all()
         assert (probs["probability"] > 0.99).all() and (probs["ci_low"] > 0.99).all()  # better on every seed
-    for stem in (f"interval_estimates_d4rl-locomotion_{protocol}", f"performance_profiles_quickstart_{protocol}",
+    for stem in (f"interval_estimates_d4rl-locomotion_{protocol}", f"performance_profiles_quickstart-all_{protocol}",
                  f"probability_of_improvement_minari-mujoco_{protocol}", "learning_curves"):
         assert (figures / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
         assert (figures / f"{stem}.png").read_bytes().startswith(b"\x89PNG")

@@ -162,10 +162,10 @@ def test_failed_cell_is_reported_and_only_it_is_retried(cluster, quickstart, tmp
 
 def test_gpus_per_node_reaches_slurm_and_cancel_stops_jobs(cluster, tmp_path):
     (tmp_path / "gpu.toml").write_text('partition = "debug"\ngpus_per_node = 1\ntime_min = 30\n')
-    dry = bench("submit", "--suite", "quickstart", "--agents", "bc", "--seeds", "0", "--profile", str(tmp_path / "gpu.toml"),
+    dry = bench("submit", "--suite", "quickstart-all", "--agents", "bc", "--seeds", "0", "--profile", str(tmp_path / "gpu.toml"),
                 "--results", str(tmp_path), "--dry-run")
     assert '"gpus_per_node": 1' in dry.stdout and "nothing submitted" in dry.stdout
-    submitted = bench("submit", "--suite", "quickstart", "--agents", "bc", "--seeds", "0", "--steps", "100000",
+    submitted = bench("submit", "--suite", "quickstart-all", "--agents", "bc", "--seeds", "0", "--steps", "100000",
                       "--profile", str(tmp_path / "gpu.toml"), "--results", str(tmp_path))
     assert submitted.returncode == 0
     jobs = latest_manifest(tmp_path)["jobs"]
@@ -186,7 +186,18 @@ def test_gpus_per_node_reaches_slurm_and_cancel_stops_jobs(cluster, tmp_path):
 
 def test_local_executor_runs_the_same_sweep_without_slurm(quickstart, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
-    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not Path(p, "sbatch").exists())
+    # the same PATH less sbatch: folders holding it are replaced by one of links to their other programs
+    without_sbatch = tmp_path / "bin"
+    without_sbatch.mkdir()
+    folders = []
+    for folder in env["PATH"].split(os.pathsep):
+        if Path(folder, "sbatch").exists():
+            for program in Path(folder).iterdir():
+                if program.name != "sbatch" and not (without_sbatch / program.name).exists():
+                    (without_sbatch / program.name).symlink_to(program)
+            folder = str(without_sbatch)
+        folders.append(folder)
+    env["PATH"] = os.pathsep.join(folders)
     result = bench("submit", "--suite", "quickstart-all", "--agents", "iql,bc", "--seeds", "0,1", *SHORT,
                    "--parallel", "2", "--results", str(tmp_path), env=env)
     assert result.returncode == 0 and "executor: local (no sbatch on PATH)" in result.stdout
