@@ -19,7 +19,7 @@ import torch
 from agents import AGENTS
 from benchmarks.errors import BenchError, ConfigError
 from benchmarks.provenance import CODE_ROOT
-from benchmarks.config import parse_overrides
+from benchmarks.config import named_grid, parse_overrides
 from benchmarks.tasks import SUITES, TASKS, Task, get_task, task_for_dataset
 from benchmarks.training import Cell
 
@@ -220,7 +220,15 @@ def sweep_cells(args: argparse.Namespace) -> list[Cell]:
     seeds = parse_seeds(args.seeds)
     groups = [(s,) for s in seeds] if args.per_seed else [seeds]
     overrides, protocol = overrides_from_args(args)
-    return [Cell(agent, task.name, group, overrides, protocol) for agent in agents for task in tasks for group in groups]
+
+    def variants(agent: str) -> list[tuple]:
+        """One override set, or one per value of the agent's named sweep (--grid)."""
+        if not args.grid:
+            return [overrides]
+        return [tuple(sorted({**dict(overrides), args.grid: value}.items())) for value in named_grid(agent, args.grid)]
+
+    return [Cell(agent, task.name, group, variant, protocol)
+            for agent in agents for task in tasks for variant in variants(agent) for group in groups]
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
@@ -241,7 +249,8 @@ def cmd_submit(args: argparse.Namespace) -> None:
         for p in planned:
             action = "submit" if p in todo else "skip"
             note = f" (job {p.previous['job_id']} in sweep {p.previous['sweep']})" if p.previous else ""
-            print(f"  {action:<6} {p.state:<9} {p.run_id}{note}")
+            variant = f" [{p.cell.variant()}]" if p.cell.variant() else ""
+            print(f"  {action:<6} {p.state:<9} {p.run_id}{variant}{note}")
         if any(p.state in ("failed", "cancelled") for p in planned) and not args.retry_failed:
             print("  (failed cells are not resubmitted without --retry-failed)")
         if args.dry_run:
@@ -474,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", help="comma-separated tasks of the suite (default: all)")
     p.add_argument("--seeds", default="0-4", help="e.g. 0-4 (default) or 0,1,2")
     p.add_argument("--per-seed", action="store_true", help="one job per seed instead of one per agent x task")
+    p.add_argument("--grid", metavar="NAME", help="one cell per value of the agents' named sweep [sweeps.NAME] in "
+                   "their config, e.g. --agents ofql --grid eta: the OFQL paper's eta grid")
     p.add_argument("--executor", choices=["slurm", "local", "debug"], help="default: slurm where sbatch is found, else local")
     p.add_argument("--profile", help="cluster profile TOML (slurm/profiles/example.toml documents the fields)")
     p.add_argument("--steps", type=int, help="gradient steps (default: each agent's config)")

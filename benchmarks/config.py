@@ -62,6 +62,15 @@ def load_agent_table(agent: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML ({err})") from None
 
 
+def named_grid(agent: str, name: str) -> list[Any]:
+    """The values of the agent's named sweep ``[sweeps.<name>]`` (e.g. OFQL's eta grid)."""
+    grids = load_agent_table(agent).get("sweeps", {})
+    if name not in grids:
+        known = ", ".join(grids) or "none"
+        raise ConfigError(f"agent {agent!r} has no sweep {name!r}", f"its sweeps: {known}")
+    return list(grids[name]["values"])
+
+
 def _layers(table: dict[str, Any], task: Task) -> list[tuple[str, dict[str, Any]]]:
     layers = [("defaults", table.get("defaults", {}))]
     if task.family in table.get("family", {}):
