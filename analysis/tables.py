@@ -187,9 +187,10 @@ def score_markdown(table: ScoreTable) -> str:
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
         lines.append(f"| {table.average_title(suite, tasks)} | "
                      + " | ".join(fmt(table.averages.get((suite, lab))) for lab in table.labels) + " |")
-    lines += ["", "Bold: best, interval overlaps no other; underlined: tied with the best. "
-              f"(a) {FOOTNOTES['a']}. (c) {FOOTNOTES['c']}. "
-              "Average: over the suite's tasks shown, only where all are present."]
+    body = "\n".join(lines)
+    notes = "".join(f"({k}) {FOOTNOTES[k]}. " for k in ("a", "c") if f" ({k})" in body)
+    lines += ["", "Bold: best, interval overlaps no other; underlined: tied with the best. " + notes
+              + "Average: over the suite's tasks shown, only where all are present."]
     return "\n".join(lines) + "\n"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -121,12 +123,14 @@ def test_data_info_and_list(quickstart, capsys):
     assert "quickstart/invertedpendulum/expert-v0" in capsys.readouterr().out
 
 
-def test_named_grid_gives_one_cell_per_value(tmp_path, capsys):
+def test_named_grid_gives_one_cell_per_value(tmp_path):
     """OFQL's eta grid (the paper's App. B values, unpublished per task) as a named sweep of `bench submit`."""
     args = ["submit", "--suite", "d4rl-locomotion", "--tasks", "hopper-medium-v2", "--agents", "ofql", "--grid", "eta",
             "--seeds", "0-4", "--executor", "local", "--dry-run", "--results", str(tmp_path)]
-    assert main(args) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if "submit new" in line]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(args) == 0
+    lines = [line for line in out.getvalue().splitlines() if "submit new" in line]
     assert [line.split("[")[1].rstrip("]") for line in lines] == [f"eta={v}" for v in ("0.001", "0.01", "0.1", "0.3", "0.5")]
     assert len({line.split()[2] for line in lines}) == 5  # five run ids
     assert main([*args[:6], "iql", *args[7:]]) == 2  # IQL has no eta grid
