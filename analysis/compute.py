@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.tables import latex_escape, markdown_table
+
 KEY = ["agent", "task", "device_name", "n_seeds", "compile"]
 TABLE_COLUMNS = {  # column -> (header, digits)
     "n_seeds": ("seeds", 0),
@@ -62,13 +64,10 @@ def caption(frame: pd.DataFrame) -> str:
 
 
 def compute_markdown(frame: pd.DataFrame) -> str:
-    from analysis.report import markdown_table
-
     return f"{caption(frame)}\n\n" + markdown_table(compute_table(frame))
 
 
 def compute_latex(frame: pd.DataFrame, label: str = "tab:compute") -> str:
-    from analysis.tables import latex_escape
 
     table = compute_table(frame)
     header = " & ".join(latex_escape(c) for c in table.columns)

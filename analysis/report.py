@@ -61,12 +61,6 @@ class ReportFiles:
     completeness: pd.DataFrame
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(str(v) if v != "" else "–" for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
 def write(path: Path, text: str, written: list[Path]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -85,7 +79,7 @@ def build_report(results_root: Path, out: Path, *, reps: int = 2000, reference: 
                               ("finished", "incomplete", "diverged", "missing")})
     frame.to_csv(out / "completeness.csv", index=False)
     written.append(out / "completeness.csv")
-    write(out / "completeness.md", markdown_table(frame), written)
+    write(out / "completeness.md", tables.markdown_table(frame), written)
 
     published_table = published.load()
     gaps = missing[missing[["incomplete", "diverged", "missing"]].map(len).sum(axis=1) > 0]

@@ -169,6 +169,13 @@ def score_latex(table: ScoreTable, label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A plain Markdown table of a DataFrame (empty cells as a dash)."""
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(str(v) if v != "" else "–" for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
 def score_markdown(table: ScoreTable) -> str:
     lines = [f"**{table.caption}**", "", "| Task | " + " | ".join(table.labels) + " |",
              "|---|" + "---|" * len(table.labels)]

@@ -34,7 +34,10 @@ examples:
 """
 
 
-def default_results_root() -> Path:
+def results_root(given: str | None) -> Path:
+    """``--results`` if given, else ``$BENCH_RESULTS_DIR``, else the checkout's (or the working folder's) results/."""
+    if given:
+        return Path(given).expanduser()
     if env := os.environ.get("BENCH_RESULTS_DIR"):
         return Path(env)
     if (CODE_ROOT / "pyproject.toml").exists():
@@ -184,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     spec = cell_from_args(args).spec()
     options = RunOptions(
-        results_root=Path(args.results).expanduser() if args.results else default_results_root(),
+        results_root=results_root(args.results),
         device=resolve_device(args.device),
         log_interval=args.log_every,
         checkpoint_interval=args.checkpoint_every,
@@ -204,6 +207,15 @@ def split_list(text: str | None) -> list[str] | None:
     return [item.strip() for item in text.split(",") if item.strip()] if text else None
 
 
+def agents_from(text: str | None) -> list[str]:
+    """``--agents a,b`` (default: every agent), each checked against the registry."""
+    agents = split_list(text) or list(AGENTS)
+    for agent in agents:
+        if agent not in AGENTS:
+            raise ConfigError(f"unknown agent {agent!r}", f"known agents: {', '.join(AGENTS)}")
+    return agents
+
+
 def sweep_cells(args: argparse.Namespace) -> list[Cell]:
     from benchmarks.tasks import get_suite
 
@@ -213,10 +225,7 @@ def sweep_cells(args: argparse.Namespace) -> list[Cell]:
         if unknown:
             raise ConfigError(f"task(s) {', '.join(unknown)} not in suite {args.suite}", f"its tasks: {', '.join(t.name for t in tasks)}")
         tasks = [t for t in tasks if t.name in wanted]
-    agents = split_list(args.agents) or list(AGENTS)
-    for agent in agents:
-        if agent not in AGENTS:
-            raise ConfigError(f"unknown agent {agent!r}", f"known agents: {', '.join(AGENTS)}")
+    agents = agents_from(args.agents)
     seeds = parse_seeds(args.seeds)
     groups = [(s,) for s in seeds] if args.per_seed else [seeds]
     overrides, protocol = overrides_from_args(args)
@@ -237,15 +246,15 @@ def cmd_submit(args: argparse.Namespace) -> None:
     from slurm import sweep
     from slurm.profile import load_profile
 
-    results_root = Path(args.results).expanduser() if args.results else default_results_root()
+    root = results_root(args.results)
     executor = args.executor or ("slurm" if shutil.which("sbatch") else "local")
     why = "given" if args.executor else ("sbatch found" if executor == "slurm" else "no sbatch on PATH")
     profile = load_profile(args.profile)
     cells = sweep_cells(args)
-    with sweep.submission_lock(results_root):
-        planned = sweep.plan(cells, results_root)
-        todo = [p for p in planned if p.state == "new" or (args.retry_failed and p.state in ("failed", "cancelled"))]
-        print(f"executor: {executor} ({why}); {len(planned)} job(s), {len(todo)} to submit; results: {results_root}")
+    with sweep.submission_lock(root):
+        planned = sweep.plan(cells, root)
+        todo = sweep.to_submit(planned, args.retry_failed)
+        print(f"executor: {executor} ({why}); {len(planned)} job(s), {len(todo)} to submit; results: {root}")
         for p in planned:
             action = "submit" if p in todo else "skip"
             note = f" (job {p.previous['job_id']} in sweep {p.previous['sweep']})" if p.previous else ""
@@ -258,17 +267,17 @@ def cmd_submit(args: argparse.Namespace) -> None:
                 print("sbatch parameters:", json.dumps(profile.submitit_parameters()))
             print("dry run: nothing submitted")
             return
-        submission = sweep.submit(planned, executor_kind=executor, profile=profile, results_root=results_root,
+        submission = sweep.submit(planned, executor_kind=executor, profile=profile, results_root=root,
                                   retry_failed=args.retry_failed, parallel=args.parallel, command=sys.argv)
     if submission is None:
         print("nothing to submit")
         return
     manifest = submission.manifest
     print(f"sweep {manifest['sweep_id']}: {len(submission.jobs)} job(s) {', '.join(j['job_id'] for j in manifest['jobs'])}")
-    print(f"manifest: {sweeps_manifest_path(results_root, manifest['sweep_id'])}; `bench status --sweep {manifest['sweep_id']}`")
+    print(f"manifest: {sweeps_manifest_path(root, manifest['sweep_id'])}; `bench status --sweep {manifest['sweep_id']}`")
     if args.wait or executor != "slurm":
         sweep.wait(submission.jobs)
-        print_status(manifest, results_root)
+        print_status(manifest, root)
 
 
 def sweeps_manifest_path(results_root: Path, sweep_id: str) -> Path:
@@ -297,31 +306,31 @@ def print_status(manifest: dict, results_root: Path) -> None:
 def cmd_status(args: argparse.Namespace) -> None:
     from slurm import sweep
 
-    results_root = Path(args.results).expanduser() if args.results else default_results_root()
-    print_status(sweep.load_manifest(results_root, args.sweep), results_root)
+    root = results_root(args.results)
+    print_status(sweep.load_manifest(root, args.sweep), root)
 
 
 def cmd_cancel(args: argparse.Namespace) -> None:
     from slurm import sweep
 
-    results_root = Path(args.results).expanduser() if args.results else default_results_root()
-    manifest = sweep.load_manifest(results_root, args.sweep)
-    cancelled = sweep.cancel(manifest, results_root)
+    root = results_root(args.results)
+    manifest = sweep.load_manifest(root, args.sweep)
+    cancelled = sweep.cancel(manifest, root)
     print(f"sweep {manifest['sweep_id']}: cancelled {len(cancelled)} job(s) {' '.join(cancelled)}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from analysis import report
 
-    results_root = Path(args.results).expanduser() if args.results else default_results_root()
+    root = results_root(args.results)
     if args.cell:
         agent, _, task = args.cell.partition("/")
         if not task:
             raise ConfigError(f"--cell {args.cell!r} is not AGENT/TASK", "e.g. --cell ofql/hopper-medium-v2")
-        print_cell(report.cell_report(results_root, agent, task))
+        print_cell(report.cell_report(root, agent, task))
         return
-    out = Path(args.out).expanduser() if args.out else results_root / "report"
-    files = report.build_report(results_root, out, reps=args.reps, pdf=args.pdf)
+    out = Path(args.out).expanduser() if args.out else root / "report"
+    files = report.build_report(root, out, reps=args.reps, pdf=args.pdf)
     gaps = files.completeness[files.completeness[["incomplete", "diverged", "missing"]].map(len).sum(axis=1) > 0]
     print(f"completeness: {len(files.completeness)} agent x task cells, {len(gaps)} with missing, incomplete or diverged seeds")
     for row in gaps.itertuples():
@@ -336,10 +345,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_perf(args: argparse.Namespace) -> None:
     from benchmarks import perf
 
-    agents = split_list(args.agents) or list(AGENTS)
-    for agent in agents:
-        if agent not in AGENTS:
-            raise ConfigError(f"unknown agent {agent!r}", f"known agents: {', '.join(AGENTS)}")
+    agents = agents_from(args.agents)
     try:
         seed_counts = tuple(int(n) for n in split_list(args.seeds) or ())
     except ValueError:
@@ -357,8 +363,8 @@ def cmd_perf(args: argparse.Namespace) -> None:
     )
     frame = perf.run_perf(settings, progress=print)
     print(perf.format_table(frame))
-    results_root = Path(args.results).expanduser() if args.results else default_results_root()
-    for path in perf.write_results(frame, results_root, settings):
+    root = results_root(args.results)
+    for path in perf.write_results(frame, root, settings):
         print(f"wrote {path}")
 
 

@@ -313,13 +313,14 @@ class Run:
         return self._finish(state, data)
 
     def _start(self, data: TaskData) -> None:
+        cell = self.spec.cell()  # resolves the default config: once for both fields
         write_json_atomic(
             self.dir / "config.json",
             {
                 "run_id": self.spec.run_id,
                 **self.spec.identity(),
-                "reproduce": self.spec.cell().command(),
-                "variant": self.spec.cell().variant(),
+                "reproduce": cell.command(),
+                "variant": cell.variant(),
                 "config_sources": self.spec.config.sources,
                 "task_info": dataclasses.asdict(self.spec.task),
                 "dataset": data.info.summary(),

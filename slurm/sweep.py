@@ -71,6 +71,11 @@ def plan(cells: list[Cell], results_root: Path) -> list[PlannedJob]:
     return planned
 
 
+def to_submit(planned: list[PlannedJob], retry_failed: bool) -> list[PlannedJob]:
+    """The planned jobs a submission sends: new ones, and with ``retry_failed`` failed or cancelled ones."""
+    return [p for p in planned if p.state == "new" or (retry_failed and p.state in ("failed", "cancelled"))]
+
+
 # ------------------------------------------------------------------------------------ records
 
 
@@ -240,7 +245,7 @@ def submit(
     command: list[str],
 ) -> Submission | None:
     """Submit what is new (and failed, with ``retry_failed``); None when there is nothing to submit."""
-    todo = [p for p in planned if p.state == "new" or (retry_failed and p.state in ("failed", "cancelled"))]
+    todo = to_submit(planned, retry_failed)
     if not todo:
         return None
     sweep_id = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
@@ -256,15 +261,12 @@ def submit(
             executor.update_parameters(setup=[f"export PYTHONPATH={code}:$PYTHONPATH", *profile.setup])
             with executor.batch():
                 jobs = [executor.submit(call) for call in calls]
-            started = jobs
         else:
-            jobs, started = [], []  # local/debug: at most `parallel` at once, submitted as others finish
+            jobs = []  # local/debug: at most `parallel` at once, submitted as others finish
             for call in calls:
-                while sum(not j.done() for j in started) >= parallel:
+                while sum(not j.done() for j in jobs) >= parallel:
                     time.sleep(0.5)
-                job = executor.submit(call)
-                jobs.append(job)
-                started.append(job)
+                jobs.append(executor.submit(call))
     manifest = {
         "sweep_id": sweep_id,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -323,9 +325,14 @@ def starts(results_root: Path, run_id: str) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def status_rows(manifest: dict[str, Any], results_root: Path) -> list[dict[str, Any]]:
+def manifest_states(manifest: dict[str, Any], results_root: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The sweep's job records (with its executor) and the current state of each job."""
     records = [{**r, "executor": manifest["executor"]} for r in manifest["jobs"]]
-    states = job_states(records, results_root)
+    return records, job_states(records, results_root)
+
+
+def status_rows(manifest: dict[str, Any], results_root: Path) -> list[dict[str, Any]]:
+    records, states = manifest_states(manifest, results_root)
     rows = []
     for record in records:
         state = states[record["job_id"]]
@@ -342,8 +349,7 @@ def status_rows(manifest: dict[str, Any], results_root: Path) -> list[dict[str, 
 
 def cancel(manifest: dict[str, Any], results_root: Path) -> list[str]:
     """Cancel the sweep's jobs that are still pending or running; returns their ids."""
-    records = [{**r, "executor": manifest["executor"]} for r in manifest["jobs"]]
-    states = job_states(records, results_root)
+    records, states = manifest_states(manifest, results_root)
     active = [r["job_id"] for r in records if states[r["job_id"]] in ACTIVE]
     if active and manifest["executor"] == "slurm":
         out = subprocess.run(["scancel", *active], capture_output=True, text=True, timeout=60)
