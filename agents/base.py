@@ -192,6 +192,11 @@ class Agent:
         """Evaluation actions ``[n_seeds, n, act_dim]`` in [-1, 1] for ``[n_seeds, n, obs_dim]``."""
         raise NotImplementedError
 
+    @property
+    def candidates_per_state(self) -> int:
+        """Actions :meth:`act` samples per state before choosing one (1: the policy gives the action itself)."""
+        return 1
+
     def _stateful(self) -> dict[str, Any]:
         kinds = (nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, SeedStreams)
         return {k: v for k, v in vars(self).items() if isinstance(v, kinds)}

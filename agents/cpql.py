@@ -304,6 +304,10 @@ class CPQL(Agent):
             **metrics,
         }
 
+    @property
+    def candidates_per_state(self) -> int:
+        return self.config.n_action_candidates
+
     @torch.no_grad()
     def act(self, observations: Tensor) -> Tensor:
         """``sample_action``: ``n_action_candidates`` samples of the online actor per state, one drawn by

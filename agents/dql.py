@@ -275,6 +275,10 @@ class DQL(Agent):
             "actor_grad_norm": actor_norm,
         }
 
+    @property
+    def candidates_per_state(self) -> int:
+        return self.config.n_candidates
+
     @torch.no_grad()
     def act(self, observations: Tensor) -> Tensor:
         """``sample_action``: ``n_candidates`` full-chain samples per state, one drawn by softmax(min Q')."""

@@ -18,6 +18,22 @@ from torch import Tensor, nn
 from agents.base import SeedStreams
 
 
+def mish_derivative(x: Tensor) -> Tensor:
+    """``d/dx [x tanh(softplus(x))] = w + x sigmoid(x) (1 - w^2)``, ``w = tanh(softplus(x))``.
+
+    Written with ``s = sigmoid(-x)`` only: ``exp(softplus(x)) = 1 + e^x = 1 / s`` gives
+    ``w = (1 - s^2) / (1 + s^2)`` and ``sigmoid(x) = 1 - s`` (``tanh`` is several times slower than the
+    logistic function in PyTorch's CPU kernels).
+    """
+    s = torch.sigmoid(-x)
+    s2 = s * s
+    w = (1.0 - s2).div_(1.0 + s2)
+    return (1.0 - w * w).mul_(1.0 - s).mul_(x).add_(w)
+
+
+ACTIVATION_DERIVATIVES: dict[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] = {F.mish: mish_derivative}
+
+
 class SeedLinear(nn.Module):
     """``y = x @ W_k + b_k`` for seed ``k``; weights ``[n_seeds, in, out]``, biases ``[n_seeds, 1, out]``."""
 
@@ -32,6 +48,11 @@ class SeedLinear(nn.Module):
         lead = x.shape[:-1]
         y = torch.baddbmm(self.bias, x.reshape(lead[0], -1, self.in_features), self.weight)
         return y.reshape(*lead, self.out_features)
+
+    def tangent(self, dx: Tensor) -> Tensor:
+        """The layer's derivative along ``dx``: ``dx @ W_k`` (no bias)."""
+        lead = dx.shape[:-1]
+        return torch.bmm(dx.reshape(lead[0], -1, self.in_features), self.weight).reshape(*lead, self.out_features)
 
 
 class SeedLayerNorm(nn.Module):
@@ -131,6 +152,29 @@ class SeedMLP(nn.Module):
                     x = x * keep / (1.0 - self.dropout)
         return x
 
+    def forward_with_tangent(self, x: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
+        """``(MLP(x), J(x) dx)``: the forward pass, and its derivative along ``dx`` carried through the layers by
+        the chain rule (forward-mode differentiation, ``h = xW + b -> dh = dx W``, ``a = f(h) -> da = f'(h) dh``).
+
+        The derivative is computed without gradient (it serves as a stop-gradient target); ``x``'s path keeps its
+        graph as in :meth:`forward`. It equals ``torch.func.jvp`` (``tests/test_ofql.py``) without that
+        transform's per-operation overhead. For MLPs without LayerNorm and dropout, with an activation in
+        :data:`ACTIVATION_DERIVATIVES`.
+        """
+        if self.norms is not None or self.dropout > 0 or self.activation not in ACTIVATION_DERIVATIVES:
+            raise ValueError("forward_with_tangent: only for MLPs without LayerNorm and dropout, with an activation "
+                             f"in ACTIVATION_DERIVATIVES ({', '.join(f.__name__ for f in ACTIVATION_DERIVATIVES)})")
+        derivative = ACTIVATION_DERIVATIVES[self.activation]
+        for i, layer in enumerate(self.linears):
+            x = layer(x)
+            with torch.no_grad():
+                dx = layer.tangent(dx)
+                if i < self.n_activated:
+                    dx = dx * derivative(x)
+            if i < self.n_activated:
+                x = self.activation(x)
+        return x, dx
+
 
 def adam(parameters: Iterable[nn.Parameter], lr: float) -> torch.optim.Adam:
     """Adam (PyTorch defaults: betas 0.9/0.999, eps 1e-8, as optax.adam) with the fused kernel."""
@@ -188,10 +232,22 @@ class TwinQ(nn.Module):
         return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
 
 
+def sinusoidal_frequencies(dim: int, device: torch.device) -> Tensor:
+    """``w_i = 10000^(-i / (dim/2 - 1))``, ``i < dim/2`` (DQL ``agents/helpers.py SinusoidalPosEmb``)."""
+    half = dim // 2
+    return torch.exp(torch.arange(half, device=device) * (-math.log(10000.0) / (half - 1)))
+
+
 def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
     """Transformer-style embedding of (diffusion) times ``t`` ``[...]`` -> ``[..., dim]``: ``[sin(t w), cos(t w)]``
-    with ``w_i = 10000^(-i / (dim/2 - 1))``, ``i < dim/2`` (DQL ``agents/helpers.py SinusoidalPosEmb``)."""
-    half = dim // 2
-    freqs = torch.exp(torch.arange(half, device=t.device) * (-math.log(10000.0) / (half - 1)))
+    with the frequencies ``w`` of :func:`sinusoidal_frequencies`."""
+    freqs = sinusoidal_frequencies(dim, t.device)
     angles = t.to(freqs.dtype)[..., None] * freqs
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def sinusoidal_embedding_derivative(t: Tensor, dim: int) -> Tensor:
+    """``d/dt`` of :func:`sinusoidal_embedding`: ``[w cos(t w), -w sin(t w)]``."""
+    freqs = sinusoidal_frequencies(dim, t.device)
+    angles = t.to(freqs.dtype)[..., None] * freqs
+    return torch.cat([freqs * angles.cos(), -freqs * angles.sin()], dim=-1)

@@ -23,6 +23,7 @@ TABLE_COLUMNS = {  # column -> (header, digits)
     "seed_updates_per_s_median": ("per seed", 1),
     "ms_per_update_median": ("ms/update", 2),
     "hours_per_1m_median": ("h/1M updates", 2),
+    "states_per_batch": ("states/batch", 0),
     "decision_hz_median": ("decisions/s", 2),
     "ms_per_action_median": ("ms/action", 2),
     "peak_train_mib": ("MiB train", 0),
@@ -58,8 +59,9 @@ def caption(frame: pd.DataFrame) -> str:
     return (f"Compute per agent at the task's sizes and each agent's config: gradient updates per second of the "
             f"process, median and min of {'/'.join(map(str, sorted(frame['repeats'].unique())))} timed windows after "
             "warm-up, and per seed (seeds vectorised in one process); hours per 1M updates of the whole cell; "
-            f"decisions/s = action batches of {batches} states (per seed) per second with the agent's own inference "
-            "procedure (OFQL paper App. D); latency of one action; peak memory above the process baseline "
+            f"decisions/s = action batches of {batches} sampled actions (per seed; states/batch states times the "
+            "agent's candidates per state) per second with the agent's own inference procedure (OFQL paper App. D); "
+            "latency of one action; peak memory above the process baseline "
             "(CUDA allocations or CPU resident set) while training and while acting.")
 
 
@@ -97,7 +99,7 @@ def compute_figure(frame: pd.DataFrame, path: Path) -> list[Path]:
     single = frame.sort_values("n_seeds").drop_duplicates("agent").set_index("agent").reindex(agents)
     right.bar_label(right.bar(x, single["decision_hz_median"], 0.6, color="tab:gray"), fmt="%.3g", fontsize="x-small")
     batch = int(single["action_batch"].iloc[0])
-    right.set(xticks=x, xticklabels=agents, yscale="log", ylabel=f"action batches of {batch} / s",
+    right.set(xticks=x, xticklabels=agents, yscale="log", ylabel=f"batches of {batch} actions / s",
               title=f"inference ({int(single['n_seeds'].iloc[0])} seed)")
     for ax, values in ((left, frame["seed_updates_per_s_median"]), (right, single["decision_hz_median"])):
         low, high = np.log10(values.min()), np.log10(values.max())

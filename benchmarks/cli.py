@@ -533,8 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time each agent's update at the task's observation/action sizes and its resolved config for "
         "the task, on random transitions made on the device (no dataset needed): updates per second (process and "
         "per seed, min and median over timed windows after warm-up, seeds vectorised), ms per update, hours per 1M "
-        "updates; decision frequency = action batches of --action-batch states per second through the agent's own "
-        "act (OFQL paper App. D), and the latency of one action; peak memory. Prints a table and writes "
+        "updates; decision frequency = action batches of --action-batch sampled actions (states x the agent's "
+        "candidates per state) per second through the agent's own act (OFQL paper App. D), and the latency of one "
+        "action; peak memory. Prints a table and writes "
         "RESULTS/perf/perf-<task>-<device>-<time>.csv with a figure (PNG, PDF); `bench report` adds a compute "
         "table from the latest CSVs. A benchmark: close other work on the machine for numbers worth quoting.",
     )
@@ -546,7 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="updates per timed window (default: as many as fill --window seconds)")
     p.add_argument("--window", type=float, default=2.0, help="seconds per timed window when --steps is not given (default 2)")
     p.add_argument("--repeats", type=int, default=5, help="timed windows (default 5); min and median are reported")
-    p.add_argument("--action-batch", type=int, default=2500, help="states per act call for the decision frequency (default 2500)")
+    p.add_argument("--action-batch", type=int, default=2500,
+                   help="sampled actions per act call for the decision frequency, states x the agent's candidates per "
+                   "state (default 2500: the OFQL paper's 50 states x 50 candidates)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="time the torch.compile'd update (default: on for CUDA, off for CPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")

@@ -7,9 +7,12 @@ For each agent, at the task's observation/action sizes and the agent's resolved 
 - **updates per second**, for the process and per seed, for each seed count (seeds vectorised in one
   process, as ``bench run`` trains them), timed over ``repeats`` windows after a warm-up, min and
   median over the windows; the milliseconds per update and the implied hours per 1M updates;
-- **decision frequency** as the OFQL paper defines it (App. D): batches of ``action_batch`` = 2500
-  states answered per second by the agent's own ``act`` (its candidates, chains and Q ranking),
-  and the latency of one action (``act`` on a single state);
+- **decision frequency** as the OFQL paper defines it (App. D): action batches of ``action_batch`` = 2500
+  sampled actions answered per second by the agent's own ``act`` (its candidates, chains and Q ranking).
+  A batch holds ``action_batch // candidates`` states: 50 states x 50 candidates for DQL, OFQL and CPQL
+  (the paper's 2500 = 50 environments x 50 candidates, ``shared/reference/compute.md``), 2 x 1024 for
+  DTQL, 2500 states for the agents that sample one action per state. Also the latency of one action
+  (``act`` on a single state);
 - **peak memory** above what the process held before the agent was built: CUDA
   ``max_memory_allocated``, or on the CPU the resident-set high-water mark (``VmHWM``, reset through
   ``/proc/self/clear_refs``; ``ru_maxrss`` where that is unavailable, which cannot be reset).
@@ -56,7 +59,7 @@ from benchmarks.training import Cell
 
 PHASE_FIELDS = ("pretrain_steps", "bc_steps", "ema_start")  # config fields that end a cheaper warm-up phase
 SYNTHETIC_TRANSITIONS = 100_000
-PAPER_ACTION_BATCH = 2500  # OFQL App. D: decision frequency over action batches of 2500
+PAPER_ACTION_BATCH = 2500  # OFQL App. D: decision frequency over action batches of 2500 (50 envs x 50 candidates)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,10 +214,12 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
     rates = [steps / time_calls(update, steps, device) for _ in range(settings.repeats)]
     peak_train = memory.peak_mib()
 
-    # decision frequency: act on action_batch states per seed, the paper's protocol; and one-state latency
+    # decision frequency: act on batches of action_batch sampled actions per seed, the paper's protocol; and the
+    # latency of one state
     memory.reset_peak()
     g = torch.Generator(device=device).manual_seed(1)
-    states = torch.randn(n_seeds, settings.action_batch, obs_dim, generator=g, device=device)
+    states_per_batch = max(1, settings.action_batch // agent.candidates_per_state)
+    states = torch.randn(n_seeds, states_per_batch, obs_dim, generator=g, device=device)
     single = states[:, :1].contiguous()
     per_batch = time_calls(lambda: agent.act(states), 1, device)  # warm-up + calibration
     calls = calls_per_window(per_batch, None, settings.window_seconds / 2)
@@ -250,6 +255,8 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
         "hours_per_1m_per_seed": 1e6 / ups["median"] / 3600.0 / n_seeds,
         "first_update_s": first,
         "action_batch": settings.action_batch,
+        "candidates_per_state": agent.candidates_per_state,
+        "states_per_batch": states_per_batch,
         "decision_hz_min": hz["min"],
         "decision_hz_median": hz["median"],
         "ms_per_action_median": 1000.0 * statistics.median(latencies),

@@ -99,6 +99,26 @@ def test_jvp_target_matches_finite_differences(float64):
     assert not torch.allclose(u_tgt, v - (t - r)[..., None] * wrong, atol=1e-4)
 
 
+def test_time_derivative_equals_torch_func_jvp(float64):
+    """The chain-rule tangent of forward_and_time_derivative is torch.func.jvp along (v, 0, 1), and u is the plain
+    forward with the same gradient to theta."""
+    policy = MeanFlowPolicy(2, OBS, ACT, 16, 8, 3.0).init_(SeedStreams([0, 1], "ofql/init", "cpu"))
+    perturb_(policy, 0.3, seed=4)
+    g = torch.Generator().manual_seed(5)
+    s, a_t, v = (torch.randn(2, 6, d, generator=g) for d in (OBS, ACT, ACT))
+    t = torch.rand(2, 6, generator=g)
+    r = t * torch.rand(2, 6, generator=g)
+    u, dudt = policy.forward_and_time_derivative(a_t, r, t, s, v)
+    u_ref, dudt_ref = torch.func.jvp(lambda x, y, z: policy(x, y, z, s), (a_t, r, t),
+                                     (v, torch.zeros_like(r), torch.ones_like(t)))
+    torch.testing.assert_close(dudt, dudt_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(u, u_ref, rtol=0, atol=0)
+    assert not dudt.requires_grad
+    params = list(policy.parameters())
+    for got, want in zip(torch.autograd.grad(u.sum(), params), torch.autograd.grad(policy(a_t, r, t, s).sum(), params)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_flow_bc_loss_equation(float64):
     """L_FBC = mean over batch and action dims of (u(a_t, r, t; s) - u_tgt)^2, a_t = (1 - t) a + t eps."""
     policy = make_policy()
@@ -313,7 +333,8 @@ def test_gradients_flow_where_dql_sends_them():
 def test_critic_target_without_grad_and_one_network_call_per_action():
     agent = OFQL(OBS, ACT, make_config(), [0, 1], "cpu")
     calls = {"actor": [], "ema": [], "target": []}
-    agent.actor.register_forward_hook(lambda m, i, o: calls["actor"].append(tuple(o.shape)))
+    # the output layer of u_theta runs once per network evaluation (a JVP's tangent goes through SeedLinear.tangent)
+    agent.actor.body.linears[-1].register_forward_hook(lambda m, i, o: calls["actor"].append(tuple(o.shape)))
     agent.ema_actor.register_forward_hook(lambda m, i, o: calls["ema"].append(torch.is_grad_enabled()))
     agent.target_critic.register_forward_hook(lambda m, i, o: calls["target"].append(torch.is_grad_enabled()))
     agent.update(make_batch(2))

@@ -179,7 +179,7 @@ def test_training_step_never_reads_the_device(name):
 def test_bench_perf_runs_on_cpu_and_feeds_the_report(tmp_path, capsys):
     results = tmp_path / "results"
     args = ["perf", "--agents", ",".join(AGENTS), "--seeds", "1,2", "--device", "cpu", "--warmup", "2", "--steps", "2",
-            "--repeats", "2", "--action-batch", "8", "--window", "0.01", "--results", str(results)]
+            "--repeats", "2", "--action-batch", "100", "--window", "0.01", "--results", str(results)]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "updates/s" in out and "decisions/s" in out and "hopper-medium-v2 (obs 11, act 3)" in out
@@ -187,7 +187,11 @@ def test_bench_perf_runs_on_cpu_and_feeds_the_report(tmp_path, capsys):
     rows = list(csv.DictReader(path.open()))
     assert [(r["agent"], int(r["n_seeds"])) for r in rows] == [(a, n) for a in AGENTS for n in (1, 2)]
     for row in rows:
-        assert (row["obs_dim"], row["act_dim"], row["compile"], row["action_batch"]) == ("11", "3", "eager", "8")
+        assert (row["obs_dim"], row["act_dim"], row["compile"], row["action_batch"]) == ("11", "3", "eager", "100")
+        # an action batch is 100 sampled actions: 2 states x 50 candidates (DQL, OFQL, CPQL), 1 x 1024 (DTQL),
+        # 100 states for the agents that sample one action per state
+        candidates = {"dql": 50, "ofql": 50, "cpql": 50, "dtql": 1024}.get(row["agent"], 1)
+        assert (int(row["candidates_per_state"]), int(row["states_per_batch"])) == (candidates, max(1, 100 // candidates))
         for key in ("updates_per_s_min", "updates_per_s_median", "decision_hz_median", "ms_per_action_median"):
             assert float(row[key]) > 0, key
         assert float(row["updates_per_s_min"]) <= float(row["updates_per_s_median"])
