@@ -65,6 +65,8 @@ class SeedLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_seeds, 1, features))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.weight.shape[0] == 1:  # one seed: PyTorch's LayerNorm with its affine transform fused in
+            return F.layer_norm(x, x.shape[-1:], self.weight.view(-1), self.bias.view(-1), self.eps)
         y = F.layer_norm(x, x.shape[-1:], eps=self.eps)
         lead = x.shape[:-1]
         y = y.reshape(lead[0], -1, x.shape[-1]) * self.weight + self.bias
@@ -196,11 +198,11 @@ def clip_grad_norm_per_seed_(parameters: Iterable[nn.Parameter], max_norm: float
     """
     grads = [p.grad for p in parameters if p.grad is not None]
     n_seeds = grads[0].shape[0]
-    squares = torch.stack([g.reshape(n_seeds, -1).pow(2).sum(1) for g in grads]).sum(0)
-    norms = squares.sqrt()
+    # the norm of every (parameter, seed) slice in one multi-tensor call, then each seed's norm over its slices
+    slice_norms = torch.stack(torch._foreach_norm([g[k] for g in grads for k in range(n_seeds)]))
+    norms = torch.linalg.vector_norm(slice_norms.view(len(grads), n_seeds), dim=0)
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(scale.view(n_seeds, *([1] * (g.dim() - 1))))
+    torch._foreach_mul_(grads, [scale.view(n_seeds, *([1] * (g.dim() - 1))) for g in grads])
     return norms
 
 

@@ -112,9 +112,14 @@ class MeanFlowPolicy(nn.Module):
         return self
 
     def forward(self, a_t: Tensor, r: Tensor, t: Tensor, observations: Tensor) -> Tensor:
-        """``a_t [S, ..., A]``, ``r, t [S, ...]``, ``observations [S, ..., obs_dim]`` -> ``[S, ..., A]``."""
-        t_emb = self.t_mlp(sinusoidal_embedding(t * self.time_scale, self.time_dim))
-        r_emb = self.r_mlp(sinusoidal_embedding(r * self.time_scale, self.time_dim))
+        """``a_t [S, ..., A]``, ``r, t [S, ...]``, ``observations [S, ..., obs_dim]`` -> ``[S, ..., A]``.
+
+        ``r`` and ``t`` may also have size 1 in the batch dimensions (one time for every sample, as in the one-step
+        action): their embeddings are then computed once and broadcast.
+        """
+        lead = a_t.shape[:-1]
+        t_emb = self.t_mlp(sinusoidal_embedding(t * self.time_scale, self.time_dim)).expand(*lead, -1)
+        r_emb = self.r_mlp(sinusoidal_embedding(r * self.time_scale, self.time_dim)).expand(*lead, -1)
         return self.body(torch.cat([a_t, t_emb, r_emb, observations], dim=-1))
 
     def forward_and_time_derivative(self, a_t: Tensor, r: Tensor, t: Tensor, observations: Tensor,
@@ -170,9 +175,10 @@ def flow_bc_loss(policy: MeanFlowPolicy, observations: Tensor, actions: Tensor, 
 
 
 def one_step_action(policy: MeanFlowPolicy, observations: Tensor, noise: Tensor) -> Tensor:
-    """``a = eps - u_theta(eps, r = 0, t = 1; s)`` (Eq. 16), clipped to [-1, 1]; one network call."""
-    lead = noise.shape[:-1]
-    u = policy(noise, noise.new_zeros(lead), noise.new_ones(lead), observations)
+    """``a = eps - u_theta(eps, r = 0, t = 1; s)`` (Eq. 16), clipped to [-1, 1]; one network call (the embeddings of
+    r = 0 and t = 1 computed once per seed)."""
+    times = (noise.shape[0], *[1] * (noise.dim() - 2))
+    u = policy(noise, noise.new_zeros(times), noise.new_ones(times), observations)
     return (noise - u).clamp(-1.0, 1.0)
 
 

@@ -30,6 +30,10 @@ def test_seed_layer_norm_matches_layer_norm_per_seed():
     for k in range(2):
         expected = F.layer_norm(x[k], (6,), norm.weight[k, 0], norm.bias[k, 0])
         torch.testing.assert_close(norm(x)[k], expected)
+        # one seed alone takes the fused path: the same numbers
+        alone = SeedLayerNorm(1, 6)
+        alone.load_state_dict({"weight": norm.weight[k : k + 1], "bias": norm.bias[k : k + 1]})
+        torch.testing.assert_close(alone(x[k : k + 1])[0], expected)
 
 
 def test_initialisation_depends_only_on_the_seed():

@@ -221,13 +221,14 @@ def test_one_step_action_formula_and_clipping():
     s, eps = torch.randn(2, 9, OBS), torch.randn(2, 9, ACT)
     with torch.no_grad():
         u = policy(eps, torch.zeros(2, 9), torch.ones(2, 9), s)
-        torch.testing.assert_close(one_step_action(policy, s, eps), (eps - u).clamp(-1, 1), rtol=0, atol=0)
+        # float rounding only: the embeddings of r = 0, t = 1 are computed once and broadcast
+        torch.testing.assert_close(one_step_action(policy, s, eps), (eps - u).clamp(-1, 1))
         policy.body.linears[-1].bias.add_(torch.tensor([3.0, -3.0]))  # push the raw actions out of the box
         raw = eps - policy(eps, torch.zeros(2, 9), torch.ones(2, 9), s)
         clipped = one_step_action(policy, s, eps)
     assert (raw.abs() > 1).any()
     assert clipped.abs().max() <= 1.0
-    torch.testing.assert_close(clipped, raw.clamp(-1, 1), rtol=0, atol=0)
+    torch.testing.assert_close(clipped, raw.clamp(-1, 1))
     # leading dimensions of any shape (candidates, max-Q samples)
     assert one_step_action(policy, torch.randn(2, 4, 5, OBS), torch.randn(2, 4, 5, ACT)).shape == (2, 4, 5, ACT)
 
