@@ -202,6 +202,11 @@ def alpha_loss(log_alpha: Tensor, log_pi: Tensor, target_entropy: float) -> Tens
     return -(log_alpha[:, None] * (log_pi + target_entropy).detach()).mean(-1)
 
 
+def alpha_loss_gradient(log_pi: Tensor, target_entropy: float) -> Tensor:
+    """``d alpha_loss / d log_alpha = -mean[ (log pi + H).detach() ]``, ``[S]`` (the loss is linear in ``log_alpha``)."""
+    return -(log_pi + target_entropy).detach().mean(-1)
+
+
 def cql_logsumexp(q_data: Tensor, q_rand: Tensor, q_next: Tensor, q_curr: Tensor, log_pi_next: Tensor,
                   log_pi_curr: Tensor, act_dim: int, temp: float, importance_sample: bool) -> Tensor:
     """``T logsumexp(X / T)`` per state, ``[S, B]``, over one critic's CQL action set.
@@ -431,8 +436,9 @@ class CQL(Agent):
         new_actions, log_pi = sample_tanh_gaussian(mean_s, log_std_s, noise_s[:, :, :1])
         new_actions, log_pi = new_actions[:, :, 0], log_pi[:, :, 0]
         temperature_loss = alpha_loss(log_alpha, log_pi, self.target_entropy)
-        self.alpha_opt.zero_grad(set_to_none=True)
-        temperature_loss.sum().backward()
+        # its gradient in closed form, not by a backward pass: this step's actor graph then has one backward pass
+        # (the policy loss's), which is what torch.compile's AOTAutograd needs
+        log_alpha.grad = alpha_loss_gradient(log_pi, self.target_entropy)
         self.alpha_opt.step()
         alpha = log_alpha.detach().exp()
 

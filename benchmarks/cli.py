@@ -182,7 +182,6 @@ def cell_from_args(args: argparse.Namespace) -> Cell:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from benchmarks.compiling import compile_wanted
     from benchmarks.training import Run, RunOptions
 
     spec = cell_from_args(args).spec()
@@ -195,7 +194,6 @@ def cmd_run(args: argparse.Namespace) -> None:
         force=args.force,
         compile=args.compile,
     )
-    compile_wanted(args.compile, options.device, spec.agent)  # refuses --compile for an agent that cannot be compiled
     run = Run(spec, options)
     if run.finished() is not None:
         print(f"run {spec.run_id} already finished; showing its result (--force retrains)")

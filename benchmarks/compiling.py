@@ -8,7 +8,7 @@ cannot trace, and only there:
   stream draws exactly what it draws in eager mode;
 - ``optimizer.zero_grad`` and ``Tensor.backward``.
 
-The pieces between (network forwards, OFQL's ``torch.func.jvp``, losses, per-seed clipping, the
+The pieces between (network forwards, OFQL's chain-rule JVP, losses, per-seed clipping, the
 optimiser steps, Polyak/EMA updates) become graphs that Inductor fuses; their backward passes are
 compiled by AOTAutograd. Python-level state is guarded, not baked in: a branch on ``agent.step``
 (EMA every 5 steps, DTQL's pre-training phase, CQL's BC warm-up) gives one graph per side of the
@@ -19,14 +19,18 @@ back to eager mode.
 On CUDA the default mode is ``"reduce-overhead"``: the batch size is fixed, so every graph has
 static shapes and is replayed as a CUDA graph (``cudagraph_mark_step_begin`` marks each update as a
 new step; the returned metrics are cloned out of the graphs' memory, which the next replay reuses).
-On the CPU the default mode is Inductor's ``"default"``; compilation is off by default there (it
-does not pay for these latency-bound MLPs on a few cores), on by default on CUDA, except for the
-agents in :data:`NOT_COMPILABLE` (CQL), which always run eagerly.
+On the CPU the default mode is Inductor's ``"default"``; compilation is off by default there (it made
+the updates slower on the 2-core development machines, see the README's performance section) and on
+by default on CUDA.
+
+An update must back-propagate each graph once: AOTAutograd gives a compiled region one backward node,
+whose saved tensors the first backward pass frees (CQL's temperature gradient is therefore set in
+closed form, not by a second backward pass through the actor's sample).
 
 ``tests/test_perf.py`` checks that the compiled update gives the eager update's losses (IQL through
-Inductor, OFQL through Dynamo + AOTAutograd; BC through ``bench run --compile``). By hand, on the CPU with
-Inductor, 6 updates of every other agent at its hopper config on one fixed batch agreed with eager mode
-to a relative 2e-5 in every metric (OFQL 4e-7, DQL 3e-6, CPQL 2e-5, DTQL 2e-6, BC 3e-7).
+Inductor, OFQL and CQL through Dynamo + AOTAutograd; BC through ``bench run --compile``). By hand, on the
+CPU with Inductor, 6 updates of every other agent at its hopper config on one fixed batch agreed with eager
+mode to a relative 2e-5 in every metric (OFQL 4e-7, DQL 3e-6, CPQL 2e-5, DTQL 2e-6, BC 3e-7).
 """
 
 from __future__ import annotations
@@ -37,29 +41,15 @@ import torch
 from torch import Tensor
 
 from agents.base import Agent, Batch
-from benchmarks.errors import BenchError, ConfigError
+from benchmarks.errors import BenchError
 
 DEFAULT_MODES = {"cuda": "reduce-overhead"}  # anything else: "default"
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 RECOMPILE_LIMIT = 64  # per frame: EMA/phase branches x grad modes x the learning rate going symbolic
 
 
-# Agents whose eager update relies on something a compiled region cannot do, and why.
-NOT_COMPILABLE = {
-    "cql": "its update back-propagates twice through one actor forward pass (the alpha loss, then the policy "
-           "loss, agents/cql.py), and AOTAutograd gives a compiled region one backward node, whose saved tensors "
-           "the first backward frees",
-}
-
-
-def compile_wanted(flag: bool | None, device: torch.device, agent: str) -> bool:
-    """``--compile``/``--no-compile`` as given, else on for CUDA and off elsewhere; never for an agent in
-    :data:`NOT_COMPILABLE` (an explicit ``--compile`` for one is an error)."""
-    if agent in NOT_COMPILABLE:
-        if flag:
-            raise ConfigError(f"--compile: {agent}'s update cannot be compiled: {NOT_COMPILABLE[agent]}",
-                              "drop --compile")
-        return False
+def compile_wanted(flag: bool | None, device: torch.device) -> bool:
+    """``--compile``/``--no-compile`` as given, else on for CUDA and off elsewhere."""
     return device.type == "cuda" if flag is None else flag
 
 

@@ -24,8 +24,8 @@ training loop's per-seed ``"batches"`` streams, on the device. Timed windows con
 synchronised only at the ends of a window. Updates are timed in the agent's main phase: ``agent.step``
 starts past DTQL's pre-training, CQL's BC warm-up and the EMA start, so cheap warm-up phases cannot
 flatter the numbers. ``--compile`` times the ``torch.compile``d update (``benchmarks/compiling.py``;
-compilation happens during the warm-up, the first update's time is reported separately; agents that
-cannot be compiled are timed eagerly, and their ``compile`` column says ``eager``).
+compilation happens during the warm-up, the first update's time is reported separately; the ``compile``
+column says ``eager`` for eager timings).
 
 Results: a table on stdout, ``results/perf/perf-<task>-<device>-<time>.csv`` and a figure beside it
 (PNG, PDF); ``bench report`` renders the latest CSV rows as a compute table (``analysis/compute.py``).
@@ -52,7 +52,7 @@ import torch
 
 from agents.base import Agent, SeedStreams, Transitions
 from benchmarks import provenance
-from benchmarks.compiling import NOT_COMPILABLE, compile_update, compile_wanted
+from benchmarks.compiling import compile_update, compile_wanted
 from benchmarks.errors import DataError
 from benchmarks.tasks import Task, get_task
 from benchmarks.training import Cell
@@ -196,7 +196,7 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
     memory = MemoryMeter(device)
     memory.start()
     agent = spec.build_agent(obs_dim, act_dim, device)
-    wanted = compile_wanted(None if agent_name in NOT_COMPILABLE else settings.compile, device, agent_name)
+    wanted = compile_wanted(settings.compile, device)
     compile_mode = compile_update(agent) if wanted else None
     data = agent.preprocess(synthetic_transitions(obs_dim, act_dim, device))
     batches = SeedStreams(spec.seeds, "batches", device)
@@ -290,8 +290,7 @@ def run_perf(settings: PerfSettings, progress: Callable[[str], None] = lambda _:
     rows = []
     for agent_name in settings.agents:
         for n_seeds in settings.seed_counts:
-            note = " (eager: not compilable)" if settings.compile and agent_name in NOT_COMPILABLE else ""
-            progress(f"{agent_name}: {n_seeds} seed(s) on {settings.device}, obs {sizes[0]}, act {sizes[1]}{note} ...")
+            progress(f"{agent_name}: {n_seeds} seed(s) on {settings.device}, obs {sizes[0]}, act {sizes[1]} ...")
             rows.append(measure(agent_name, n_seeds, settings, sizes))
             progress(format_row(rows[-1]))
             torch._dynamo.reset()  # compiled code of one agent never counts against another's recompile limits

@@ -256,7 +256,7 @@ class Run:
     def _train_locked(self, data: TaskData) -> dict[str, Any]:
         spec, device = self.spec, self.options.device
         agent = spec.build_agent(data.obs_dim, data.act_dim, device)
-        compile_mode = compile_update(agent) if compile_wanted(self.options.compile, device, spec.agent) else None
+        compile_mode = compile_update(agent) if compile_wanted(self.options.compile, device) else None
         transitions = agent.preprocess(data.transitions)
         batches = SeedStreams(spec.seeds, "batches", device)
         evaluator = Evaluator(data.make_env, self.protocol, len(spec.seeds), data.ref_min_score, data.ref_max_score, device)

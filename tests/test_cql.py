@@ -14,6 +14,7 @@ from agents.cql import (
     CQL,
     CQLConfig,
     alpha_loss,
+    alpha_loss_gradient,
     atanh_clipped,
     backup_value,
     bc_log_prob,
@@ -182,6 +183,8 @@ def test_alpha_loss_formula():
     loss.sum().backward()
     assert log_pi.grad is None or log_pi.grad.abs().sum() == 0  # log pi detached
     torch.testing.assert_close(log_alpha.grad, -(log_pi.detach() - 2.0).mean(-1))
+    # the closed form the update sets instead of a backward pass
+    torch.testing.assert_close(alpha_loss_gradient(log_pi, -2.0), log_alpha.grad)
 
 
 def test_backup_values():
