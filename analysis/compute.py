@@ -23,6 +23,8 @@ TABLE_COLUMNS = {  # column -> (header, digits)
     "seed_updates_per_s_median": ("per seed", 1),
     "ms_per_update_median": ("ms/update", 2),
     "hours_per_1m_median": ("h/1M updates", 2),
+    "gflop_per_update": ("GFLOP/update", 2),
+    "gflop_per_s": ("GFLOP/s", 0),
     "states_per_batch": ("states/batch", 0),
     "decision_hz_median": ("decisions/s", 2),
     "ms_per_action_median": ("ms/action", 2),
@@ -59,6 +61,7 @@ def caption(frame: pd.DataFrame) -> str:
     return (f"Compute per agent at the task's sizes and each agent's config: gradient updates per second of the "
             f"process, median and min of {'/'.join(map(str, sorted(frame['repeats'].unique())))} timed windows after "
             "warm-up, and per seed (seeds vectorised in one process); hours per 1M updates of the whole cell; "
+            "matmul GFLOP of one update (forward and backward, all seeds) and the GFLOP/s the timed updates reach; "
             f"decisions/s = action batches of {batches} sampled actions (per seed; states/batch states times the "
             "agent's candidates per state) per second with the agent's own inference procedure (OFQL paper App. D); "
             "latency of one action; peak memory above the process baseline "

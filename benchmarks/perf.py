@@ -13,6 +13,9 @@ For each agent, at the task's observation/action sizes and the agent's resolved 
   (the paper's 2500 = 50 environments x 50 candidates, ``shared/reference/compute.md``), 2 x 1024 for
   DTQL, 2500 states for the agents that sample one action per state. Also the latency of one action
   (``act`` on a single state);
+- **arithmetic**: the floating-point operations of one update in matmuls (``torch.utils.flop_counter``,
+  forward and backward, counted on one eager update after the timed windows) and the rate the timed
+  updates reach with them (GFLOP/s), to hold against what the device's matmuls can do;
 - **peak memory** above what the process held before the agent was built: CUDA
   ``max_memory_allocated``, or on the CPU the resident-set high-water mark (``VmHWM``, reset through
   ``/proc/self/clear_refs``; ``ru_maxrss`` where that is unavailable, which cannot be reset).
@@ -49,6 +52,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from agents.base import Agent, SeedStreams, Transitions
 from benchmarks import provenance
@@ -213,6 +217,9 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
     steps = calls_per_window(per_update, settings.steps, settings.window_seconds)
     rates = [steps / time_calls(update, steps, device) for _ in range(settings.repeats)]
     peak_train = memory.peak_mib()
+    with FlopCounterMode(display=False) as flops:  # eager, so that every matmul is dispatched and counted
+        type(agent).update(agent, data.gather(batches.randint(n, batch_size)))
+    gflop = flops.get_total_flops() / 1e9
 
     # decision frequency: act on batches of action_batch sampled actions per seed, the paper's protocol; and the
     # latency of one state
@@ -253,6 +260,8 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
         "ms_per_update_median": 1000.0 / ups["median"],
         "hours_per_1m_median": 1e6 / ups["median"] / 3600.0,
         "hours_per_1m_per_seed": 1e6 / ups["median"] / 3600.0 / n_seeds,
+        "gflop_per_update": gflop,
+        "gflop_per_s": gflop * ups["median"],
         "first_update_s": first,
         "action_batch": settings.action_batch,
         "candidates_per_state": agent.candidates_per_state,

@@ -193,6 +193,12 @@ def test_bench_perf_runs_on_cpu_and_feeds_the_report(tmp_path, capsys):
             assert float(row[key]) > 0, key
         assert float(row["updates_per_s_min"]) <= float(row["updates_per_s_median"])
         assert float(row["seed_updates_per_s_median"]) == pytest.approx(float(row["updates_per_s_median"]) * int(row["n_seeds"]))
+    # the matmul arithmetic of an update: per seed independent of the seed count, DQL's chain costs more than OFQL's
+    # single network call with its JVP, and nothing is left uncounted
+    gflop = {(r["agent"], int(r["n_seeds"])): float(r["gflop_per_update"]) for r in rows}
+    for agent in AGENTS:
+        assert gflop[(agent, 1)] > 0 and gflop[(agent, 2)] == pytest.approx(2 * gflop[(agent, 1)], rel=1e-9)
+    assert gflop[("dql", 1)] > 1.3 * gflop[("ofql", 1)]
     assert {p.suffix for p in (results / "perf").iterdir()} == {".csv", ".png", ".pdf"}
 
     written = compute.write_compute_report(results, tmp_path / "report")
