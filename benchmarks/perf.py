@@ -57,6 +57,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from agents.base import Agent, SeedStreams, Transitions
 from benchmarks import provenance
 from benchmarks.compiling import compile_update, compile_wanted
+from benchmarks.cpu_memory import keep_freed_memory, release_freed_memory
 from benchmarks.errors import DataError
 from benchmarks.tasks import Task, get_task
 from benchmarks.training import Cell
@@ -174,13 +175,15 @@ class MemoryMeter:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
             self.baseline = torch.cuda.memory_allocated(self.device)
-        else:
+        else:  # memory an earlier measurement freed (and the process kept) goes back first, or it would be reused unseen
+            release_freed_memory()
             self.baseline = self._rss_peak_bytes(reset=True)
 
     def reset_peak(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
+            release_freed_memory()
             self._rss_peak_bytes(reset=True)
 
     def peak_mib(self) -> float:
@@ -295,6 +298,8 @@ def prime(agent_name: str, settings: PerfSettings, sizes: tuple[int, int]) -> No
 def run_perf(settings: PerfSettings, progress: Callable[[str], None] = lambda _: None) -> pd.DataFrame:
     """Every (agent, seed count) of ``settings``, one row each."""
     sizes = task_sizes(get_task(settings.task))
+    if settings.device.type == "cpu":
+        keep_freed_memory()  # as bench run trains on the CPU
     prime(settings.agents[0], settings, sizes)
     rows = []
     for agent_name in settings.agents:

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from agents.base import Agent, SeedStreams
 from benchmarks import provenance
 from benchmarks.compiling import compile_update, compile_wanted
+from benchmarks.cpu_memory import keep_freed_memory
 from benchmarks.config import ResolvedConfig, canonical_json, get_agent_class, resolve_config
 from benchmarks.data import TaskData, load_task_data
 from benchmarks.errors import BenchError, DataError, RunInterrupted
@@ -246,6 +247,8 @@ class Run:
         if (done := self.finished()) is not None:
             return done
         data = load_task_data(self.spec.task, self.options.device)  # bad data fails before anything is written
+        if self.options.device.type == "cpu":
+            keep_freed_memory()
         self.dir.mkdir(parents=True, exist_ok=True)
         with run_lock(self.dir):
             if self.options.force:
