@@ -15,7 +15,7 @@ Policy: an average-velocity ("MeanFlow") network ``u_theta(a_t, r, t; s)``.
   ``u_tgt = v - (t - r) (v . d_a u_theta + d_t u_theta)``; the total derivative is one
   Jacobian-vector product of ``u_theta`` over ``(a_t, r, t)`` with tangent ``(v, 0, 1)``, state
   fixed (Appendix O), carried through the MLP by the chain rule alongside its forward pass (equal to
-  ``torch.func.jvp``, tested, at under half its cost on the CPU); ``sg`` = stop-gradient, so no
+  ``torch.func.jvp``, tested, at about half its cost on the CPU); ``sg`` = stop-gradient, so no
   higher-order gradient.
   With ``r = t`` the target is ``v``: plain conditional flow matching (Eq. 9).
   [open] reduction: the mean over batch and action dimensions, DQL's ``WeightedL2``
