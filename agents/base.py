@@ -194,8 +194,9 @@ class Agent:
 
     @property
     def candidates_per_state(self) -> int:
-        """Actions :meth:`act` samples per state before choosing one (1: the policy gives the action itself)."""
-        return 1
+        """Actions :meth:`act` samples per state before choosing one: the config's ``num_candidates`` in agents
+        that rank samples by Q (DQL, OFQL, DTQL, CPQL), else 1 (the policy gives the action itself)."""
+        return getattr(self.config, "num_candidates", 1)
 
     def _stateful(self) -> dict[str, Any]:
         kinds = (nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, SeedStreams)

@@ -99,7 +99,7 @@ class CPQLConfig(AgentConfig):
     ema_every: int  # 5 (update_ema_every)
     lr_decay: bool  # --lr_decay, off by default
     lr_decay_t_max: int  # CosineAnnealingLR T_max = num_epochs, stepped every gradient step (as coded)
-    n_action_candidates: int  # 50 candidates at inference (sample_action)
+    num_candidates: int  # 50 candidates at inference (sample_action)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,9 +262,7 @@ class CPQL(Agent):
         critic_loss = ((q1 - target).square() + (q2 - target).square()).mean(-1)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.sum().backward()
-        metrics = {}
-        if cfg.grad_norm > 0:
-            metrics["critic_grad_norm"] = clip_grad_norm_per_seed_(self.critic.parameters(), cfg.grad_norm)
+        critic_grad_norm = clip_grad_norm_per_seed_(self.critic.parameters(), cfg.grad_norm)
         self.critic_opt.step()
 
         # actor: alpha * BC (consistency model) + eta * normalised Q of a fresh sample, on the updated critic
@@ -279,8 +277,7 @@ class CPQL(Agent):
         actor_params = list(self.actor.parameters())
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.sum().backward(inputs=actor_params)  # the critic's gradients are not wanted here
-        if cfg.grad_norm > 0:
-            metrics["actor_grad_norm"] = clip_grad_norm_per_seed_(actor_params, cfg.grad_norm)
+        actor_grad_norm = clip_grad_norm_per_seed_(actor_params, cfg.grad_norm)
         self.actor_opt.step()
 
         # targets: EMA of actor AND critic, every 5 steps from step 1000 (step counted before this update)
@@ -301,17 +298,14 @@ class CPQL(Agent):
             "q_loss": q_loss.detach(),
             "q": q1.detach().mean(-1),
             "target_q": target.mean(-1),
-            **metrics,
+            "critic_grad_norm": critic_grad_norm,
+            "actor_grad_norm": actor_grad_norm,
         }
-
-    @property
-    def candidates_per_state(self) -> int:
-        return self.config.n_action_candidates
 
     @torch.no_grad()
     def act(self, observations: Tensor) -> Tensor:
-        """``sample_action``: ``n_action_candidates`` samples of the online actor per state, one drawn by
+        """``sample_action``: ``num_candidates`` samples of the online actor per state, one drawn by
         softmax(min Q') of the target critic."""
-        chosen = act_by_q(observations, self.config.n_action_candidates,
+        chosen = act_by_q(observations, self.config.num_candidates,
                           lambda s: self.sample(self.actor, s, self.act_noise), self.critic_target, self.act_noise)
         return chosen.clamp(-1.0, 1.0)

@@ -77,7 +77,7 @@ class DQLConfig(AgentConfig):
     lr_decay: bool  # --lr_decay (README's commands pass it): cosine on actor and critic LR
     lr_decay_every: int  # gradient steps per scheduler step: eval_freq (50) x num_steps_per_epoch (1000)
     lr_decay_t_max: int  # CosineAnnealingLR T_max = lr_maxt = num_epochs
-    n_candidates: int  # sample_action: state repeated 50 times
+    num_candidates: int  # sample_action: state repeated 50 times
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,10 +228,6 @@ class DQL(Agent):
         self.noise = SeedStreams(self.seeds, "dql/noise", self.device)  # training: t, eps, chains, coin
         self.acting = SeedStreams(self.seeds, "dql/act", self.device)  # evaluation: candidates and the choice
 
-    def _clip(self, module: nn.Module) -> Tensor:
-        max_norm = self.config.grad_norm if self.config.grad_norm > 0 else math.inf
-        return clip_grad_norm_per_seed_(module.parameters(), max_norm)
-
     def update(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.config
         obs, actions = batch.observations, batch.actions
@@ -242,7 +238,7 @@ class DQL(Agent):
         q_loss_critic = critic_loss(self.critic, obs, actions, target)
         self.critic_opt.zero_grad(set_to_none=True)
         q_loss_critic.sum().backward()
-        critic_norm = self._clip(self.critic)
+        critic_norm = clip_grad_norm_per_seed_(self.critic.parameters(), cfg.grad_norm)
         self.critic_opt.step()
 
         # policy training: BC + eta * normalised Q of a chain sampled with gradient, on the updated critic
@@ -254,7 +250,7 @@ class DQL(Agent):
         actor_loss = bc + cfg.eta * q_term
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.sum().backward(inputs=list(self.actor.parameters()))  # the critic's gradient is not touched
-        actor_norm = self._clip(self.actor)
+        actor_norm = clip_grad_norm_per_seed_(self.actor.parameters(), cfg.grad_norm)
         self.actor_opt.step()
         self.actor_schedule.step()
         self.critic_schedule.step()
@@ -275,12 +271,8 @@ class DQL(Agent):
             "actor_grad_norm": actor_norm,
         }
 
-    @property
-    def candidates_per_state(self) -> int:
-        return self.config.n_candidates
-
     @torch.no_grad()
     def act(self, observations: Tensor) -> Tensor:
-        """``sample_action``: ``n_candidates`` full-chain samples per state, one drawn by softmax(min Q')."""
-        return act_by_q(observations, self.config.n_candidates, lambda s: self.actor.sample(s, self.acting),
+        """``sample_action``: ``num_candidates`` full-chain samples per state, one drawn by softmax(min Q')."""
+        return act_by_q(observations, self.config.num_candidates, lambda s: self.actor.sample(s, self.acting),
                         self.target_critic, self.acting)

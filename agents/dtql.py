@@ -340,10 +340,6 @@ class DTQL(Agent):
         return {"bc_loss": bc_loss, "critic_loss": critic["critic_loss"], "value_loss": critic["value_loss"],
                 "q": critic["q"], "v": critic["v"], **actor}
 
-    @property
-    def candidates_per_state(self) -> int:
-        return self.config.num_candidates
-
     @torch.no_grad()
     def act(self, observations: Tensor) -> Tensor:
         """``sample_action``: ``num_candidates`` one-step samples per state, one drawn by

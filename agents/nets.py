@@ -195,14 +195,16 @@ def clip_grad_norm_per_seed_(parameters: Iterable[nn.Parameter], max_norm: float
 
     Each seed's gradient is rescaled by ``min(1, max_norm / (norm_k + 1e-6))`` exactly as
     ``torch.nn.utils.clip_grad_norm_`` would for that seed alone, without touching the others.
+    ``max_norm <= 0`` (the official configs' "no clipping") only measures the norms.
     """
     grads = [p.grad for p in parameters if p.grad is not None]
     n_seeds = grads[0].shape[0]
     # the norm of every (parameter, seed) slice in one multi-tensor call, then each seed's norm over its slices
     slice_norms = torch.stack(torch._foreach_norm([g[k] for g in grads for k in range(n_seeds)]))
     norms = torch.linalg.vector_norm(slice_norms.view(len(grads), n_seeds), dim=0)
-    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    torch._foreach_mul_(grads, [scale.view(n_seeds, *([1] * (g.dim() - 1))) for g in grads])
+    if max_norm > 0:
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_(grads, [scale.view(n_seeds, *([1] * (g.dim() - 1))) for g in grads])
     return norms
 
 

@@ -206,11 +206,6 @@ class OFQL(Agent):
         """One-step actions for ``observations`` ``[n_seeds, ..., obs_dim]``, ``eps ~ N(0, I)`` from ``streams``."""
         return one_step_action(policy, observations, streams.randn(*observations.shape[1:-1], self.act_dim))
 
-    def _clip(self, module: nn.Module) -> Tensor:
-        if self.config.max_grad_norm > 0:
-            return clip_grad_norm_per_seed_(module.parameters(), self.config.max_grad_norm)
-        return torch.zeros(self.n_seeds, device=self.device)
-
     def update(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.config
         obs, actions = batch.observations, batch.actions
@@ -223,7 +218,7 @@ class OFQL(Agent):
         critic_loss = ((q1 - target).square() + (q2 - target).square()).mean(-1)  # F.mse_loss each, summed
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.sum().backward()
-        critic_grad_norm = self._clip(self.critic)
+        critic_grad_norm = clip_grad_norm_per_seed_(self.critic.parameters(), cfg.max_grad_norm)
         self.critic_opt.step()
 
         # 2. actor: L_FBC + eta * normalised Q term on the one-step action (lines 7-8)
@@ -234,7 +229,7 @@ class OFQL(Agent):
         actor_loss = bc_loss + cfg.eta * q_loss
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.sum().backward(inputs=list(self.actor.parameters()))  # dQ/da flows, the critic's grads untouched
-        actor_grad_norm = self._clip(self.actor)
+        actor_grad_norm = clip_grad_norm_per_seed_(self.actor.parameters(), cfg.max_grad_norm)
         self.actor_opt.step()
 
         # 3. targets (DQL order: EMA policy on its schedule, then critic Polyak every step)
@@ -253,10 +248,6 @@ class OFQL(Agent):
             "critic_grad_norm": critic_grad_norm,
             "actor_grad_norm": actor_grad_norm,
         }
-
-    @property
-    def candidates_per_state(self) -> int:
-        return self.config.num_candidates
 
     @torch.no_grad()
     def act(self, observations: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ def make_config(**changes) -> CPQLConfig:
         discount=0.99, max_q_backup=False, max_q_samples=10, sampler="onestep", multistep_levels=(0, 20, 40),
         bc_loss="recon", sigma_min=S_MIN, sigma_max=S_MAX, sigma_data=S_DATA, rho=RHO, num_scales=N,
         weight_schedule="karras", hidden_dim=32, t_dim=16, critic_layer_norm=True, ema_decay=0.995, ema_start=1000,
-        ema_every=5, lr_decay=False, lr_decay_t_max=2000, n_action_candidates=50,
+        ema_every=5, lr_decay=False, lr_decay_t_max=2000, num_candidates=50,
     )
     values.update(changes)
     return CPQLConfig(**values)

@@ -24,7 +24,7 @@ def make_config(**changes) -> DQLConfig:
         steps=100, batch_size=8, reward_transform="none", actor_lr=3e-4, critic_lr=3e-4, discount=0.99, tau=0.005,
         eta=1.0, n_timesteps=5, hidden_dim=16, time_embed_dim=16, max_q_backup=False, max_q_samples=10,
         grad_norm=-1.0, ema_decay=0.995, ema_start=1000, ema_every=5, lr_decay=False, lr_decay_every=50_000,
-        lr_decay_t_max=2000, n_candidates=50,
+        lr_decay_t_max=2000, num_candidates=50,
     )
     values.update(changes)
     return DQLConfig(**values)
@@ -433,7 +433,7 @@ def test_configs_follow_the_official_table():
     walker = resolve_config("dql", get_task("walker2d-medium-v2")).config
     assert (walker.grad_norm, walker.eta, walker.actor_lr, walker.critic_lr) == (1.0, 1.0, 3e-4, 3e-4)
     assert (walker.steps, walker.n_timesteps, walker.max_q_backup, walker.reward_transform) == (2_000_000, 5, False, "none")
-    assert walker.lr_decay and walker.lr_decay_t_max == 2000 and walker.n_candidates == 50
+    assert walker.lr_decay and walker.lr_decay_t_max == 2000 and walker.num_candidates == 50
     expected_gn = {"halfcheetah-medium-v2": 9.0, "hopper-medium-v2": 9.0, "halfcheetah-medium-replay-v2": 2.0,
                    "hopper-medium-replay-v2": 4.0, "walker2d-medium-replay-v2": 4.0, "halfcheetah-medium-expert-v2": 7.0,
                    "hopper-medium-expert-v2": 5.0, "walker2d-medium-expert-v2": 5.0, "walker2d-medium-v2": 1.0}

@@ -91,6 +91,12 @@ def test_per_seed_grad_clipping_matches_torch_for_each_seed_alone():
     for g, p in zip(raw, mlp.parameters()):
         torch.testing.assert_close(p.grad[2], g[2], rtol=0, atol=0)
 
+    for p, g in zip(mlp.parameters(), raw):  # max_norm <= 0: the same norms, the gradients left as they are
+        p.grad = g.clone()
+    torch.testing.assert_close(clip_grad_norm_per_seed_(list(mlp.parameters()), max_norm=0.0), norms)
+    for g, p in zip(raw, mlp.parameters()):
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=0)
+
 
 def test_polyak_update():
     source = SeedMLP(2, (3, 4, 1))

@@ -1,6 +1,10 @@
 """Speed work that must not change results: the compiled update gives the eager losses, vectorised seeds
 give each seed its single-seed result, no update reads the device from the host; and ``bench perf`` runs
-(tiny step counts; its numbers and figure are not asserted: speed is a benchmark, not a test)."""
+(tiny step counts; its numbers and figure are not asserted: speed is a benchmark, not a test).
+
+The update checks run on the CPU and, where PyTorch sees a GPU, again on CUDA (skipped, and reported so, where
+it does not: CI has no GPU). On CUDA every agent is compiled with Inductor in the CUDA default mode,
+``reduce-overhead`` (CUDA graphs)."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from agents import AGENTS
 from agents.base import Agent, Batch, SeedStreams
 from analysis import compute
 from benchmarks.cli import main
-from benchmarks.compiling import compile_update, compile_wanted
+from benchmarks.compiling import compile_update, compile_wanted, default_mode
 from benchmarks.cpu_memory import keep_freed_memory
 from benchmarks.perf import MemoryMeter, skip_warmup_phases_, synthetic_transitions, task_sizes
 from benchmarks.tasks import get_task
@@ -27,16 +31,19 @@ from benchmarks.training import Cell
 TASK = "hopper-medium-v2"
 OBS, ACT = 11, 3  # Hopper-v4
 CPU = torch.device("cpu")
+CUDA = pytest.param(torch.device("cuda"), id="cuda",
+                    marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))
+DEVICES = [pytest.param(CPU, id="cpu"), CUDA]
 
 
-def hopper_agent(name: str, seeds: tuple[int, ...], **overrides) -> Agent:
+def hopper_agent(name: str, seeds: tuple[int, ...], device: torch.device = CPU, **overrides) -> Agent:
     """The agent with its real hopper-medium-v2 config (``bench run``'s resolution), at Hopper's sizes."""
-    return Cell(name, TASK, seeds, tuple(overrides.items())).spec().build_agent(OBS, ACT, CPU)
+    return Cell(name, TASK, seeds, tuple(overrides.items())).spec().build_agent(OBS, ACT, device)
 
 
-def fixed_batch(n_seeds: int, batch_size: int, seed: int = 0) -> Batch:
-    data = synthetic_transitions(OBS, ACT, CPU, n=4096, seed=seed)
-    return data.gather(SeedStreams(range(n_seeds), "batches", CPU).randint(len(data), batch_size))
+def fixed_batch(n_seeds: int, batch_size: int, seed: int = 0, device: torch.device = CPU) -> Batch:
+    data = synthetic_transitions(OBS, ACT, device, n=4096, seed=seed)
+    return data.gather(SeedStreams(range(n_seeds), "batches", device).randint(len(data), batch_size))
 
 
 def test_task_sizes_come_from_the_environment_without_data():
@@ -53,22 +60,28 @@ def test_compile_defaults_on_for_cuda_only():
     assert compile_wanted(True, CPU) and not compile_wanted(False, cuda)
 
 
-@pytest.mark.parametrize(("name", "backend"), [("iql", "inductor"), ("ofql", "aot_eager"), ("cql", "aot_eager")])
-def test_compiled_update_gives_the_eager_losses(name, backend):
+@pytest.mark.parametrize(("name", "backend", "device"), [
+    *[pytest.param(name, backend, CPU, id=f"{name}-{backend}-cpu")
+      for name, backend in (("iql", "inductor"), ("ofql", "aot_eager"), ("cql", "aot_eager"))],
+    *[pytest.param(name, "inductor", *CUDA.values, marks=CUDA.marks, id=f"{name}-inductor-cuda")
+      for name in AGENTS],
+])
+def test_compiled_update_gives_the_eager_losses(name, backend, device):
     """From the EMA's start on (both sides of the every-5-steps branch), on one fixed batch, for 6 steps.
 
     IQL goes through Inductor's CPU code generation (about 30 s cold). OFQL goes through everything that is
     particular to it (Dynamo's capture of the update around its random draws and of its chain-rule JVP, and
     AOTAutograd's forward/backward graphs of the JVP) with ``aot_eager``: Inductor's C++ code generation for
     its graphs takes over a minute cold on 2 cores; checked by hand to agree to 3e-7 (see benchmarks/compiling.py).
-    CQL (past its BC warm-up) checks that each of its graphs is back-propagated once.
+    CQL (past its BC warm-up) checks that each of its graphs is back-propagated once. On CUDA: every agent,
+    Inductor's GPU code in ``reduce-overhead`` mode (the update replayed as CUDA graphs).
     """
     torch._dynamo.reset()
-    eager, compiled = hopper_agent(name, (0, 1)), hopper_agent(name, (0, 1))
+    eager, compiled = hopper_agent(name, (0, 1), device), hopper_agent(name, (0, 1), device)
     for agent in (eager, compiled):
         agent.step = getattr(agent.config, "ema_start", getattr(agent.config, "bc_steps", 0))
-    assert compile_update(compiled, backend=backend) == ("default" if backend == "inductor" else backend)
-    batch = fixed_batch(2, eager.config.batch_size)
+    assert compile_update(compiled, backend=backend) == (default_mode(device) if backend == "inductor" else backend)
+    batch = fixed_batch(2, eager.config.batch_size, device=device)
     for _ in range(6):
         expected, got = eager.update(batch), compiled.update(batch)
         assert got.keys() == expected.keys()
@@ -104,15 +117,16 @@ def test_bench_run_compile_flag_trains_the_same_cell(quickstart, tmp_path):
 # ------------------------------------------------------------------------------------------------ seeds
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(AGENTS))
-def test_five_vectorised_seeds_each_match_the_seed_alone(name):
+def test_five_vectorised_seeds_each_match_the_seed_alone(name, device):
     """At the real hopper config, in the main phase: seed k of a 5-seed update = seed k updated alone."""
-    group = hopper_agent(name, (0, 1, 2, 3, 4))
+    group = hopper_agent(name, (0, 1, 2, 3, 4), device)
     skip_warmup_phases_(group)
-    batches = [fixed_batch(5, group.config.batch_size, seed=i) for i in range(2)]
+    batches = [fixed_batch(5, group.config.batch_size, seed=i, device=device) for i in range(2)]
     group_metrics = [group.update(b) for b in batches]
     for k in (0, 2, 4):
-        alone = hopper_agent(name, (k,))
+        alone = hopper_agent(name, (k,), device)
         skip_warmup_phases_(alone)
         for batch, expected in zip(batches, group_metrics):
             got = alone.update(Batch(**{f: getattr(batch, f)[k : k + 1] for f in Batch.__dataclass_fields__}))
@@ -157,12 +171,13 @@ def test_host_read_detector_sees_item_bool_and_masks():
     assert len(reads.found) == 3
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(AGENTS))
-def test_training_step_never_reads_the_device(name):
+def test_training_step_never_reads_the_device(name, device):
     """Sampling and updating, from step 0 (pre-training / BC warm-up phases) and in the main phase, EMA steps included."""
-    agent = hopper_agent(name, (0, 1))
-    data = agent.preprocess(synthetic_transitions(OBS, ACT, CPU, n=2048))
-    batches = SeedStreams(agent.seeds, "batches", CPU)
+    agent = hopper_agent(name, (0, 1), device)
+    data = agent.preprocess(synthetic_transitions(OBS, ACT, device, n=2048))
+    batches = SeedStreams(agent.seeds, "batches", device)
     with HostReads() as reads:
         for phase in range(2):
             for _ in range(2 if phase == 0 else 6):
