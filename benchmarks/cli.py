@@ -440,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="a task name or a Minari dataset id")
     p.set_defaults(func=cmd_data_info)
 
+    def add_results_argument(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--results", help="results root (default: $BENCH_RESULTS_DIR or the checkout's results/)")
+
+    def add_device_argument(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
+
     def add_cell_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("--agent", required=True, help=f"one of: {', '.join(AGENTS)}")
         p.add_argument("--task", help="a task name (`bench list tasks`)")
@@ -460,10 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_cell_arguments(p)
     p.add_argument("--seeds", default="0", help="e.g. 0,1,2 or 0-4 (trained together; default 0)")
     p.add_argument("--steps", type=int, help="gradient steps (default: the agent's config for the task)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
+    add_device_argument(p)
     p.add_argument("--eval-every", type=int, help="steps between evaluations (default: the task's protocol; recorded in the run id)")
     p.add_argument("--eval-episodes", type=int, help="episodes per seed per evaluation (default: the task's protocol)")
-    p.add_argument("--results", help="results root (default: $BENCH_RESULTS_DIR or the checkout's results/)")
+    add_results_argument(p)
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: the evaluation interval)")
     p.add_argument("--log-every", type=int, default=1000, help="steps between training-metric lines (default 1000)")
     p.add_argument("--force", action="store_true", help="retrain even if the run already finished")
@@ -500,14 +506,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait until every job has ended (always for local/debug)")
     p.add_argument("--parallel", type=int, default=os.cpu_count() or 1,
                    help="local executor: jobs at once, each with cores/parallel torch threads (default: one job per core)")
-    p.add_argument("--results", help="results root (default: $BENCH_RESULTS_DIR or the checkout's results/)")
+    add_results_argument(p)
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="progress of a sweep's cells",
                        description="A table of a sweep's cells: state (pending, running, requeued, done, failed), "
                        "progress, last score, job id, and for failed cells the last lines of the error and the log path.")
     p.add_argument("--sweep", help="sweep id (default: the latest)")
-    p.add_argument("--results", help="results root")
+    add_results_argument(p)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
@@ -518,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
         "macro per cell, and rliable figures (interval estimates, performance profiles, probability of improvement, "
         "learning curves) to OUT (default RESULTS/report).",
     )
-    p.add_argument("--results", help="results root (default: $BENCH_RESULTS_DIR or the checkout's results/)")
+    add_results_argument(p)
     p.add_argument("--out", help="output folder (default: RESULTS/report)")
     p.add_argument("--cell", metavar="AGENT/TASK", help="show one cell: per-seed scores, runs, provenance, the command")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions for rliable intervals (default 2000)")
@@ -539,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--agents", help=f"comma-separated agents (default: all: {','.join(AGENTS)})")
     p.add_argument("--task", default="hopper-medium-v2", help="whose sizes and config to use (default hopper-medium-v2)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
+    add_device_argument(p)
     p.add_argument("--seeds", default="1,5", help="seed counts to time, each vectorised in one process (default 1,5)")
     p.add_argument("--warmup", type=int, default=20, help="updates before timing (default 20)")
     p.add_argument("--steps", type=int, help="updates per timed window (default: as many as fill --window seconds)")
@@ -552,12 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time the torch.compile'd update (default: on for CUDA, off for CPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="hyperparameter override for every agent (repeatable)")
-    p.add_argument("--results", help="results root (default: $BENCH_RESULTS_DIR or the checkout's results/)")
+    add_results_argument(p)
     p.set_defaults(func=cmd_perf)
 
     p = sub.add_parser("cancel", help="cancel a sweep's queued and running jobs")
     p.add_argument("--sweep", help="sweep id (default: the latest)")
-    p.add_argument("--results", help="results root")
+    add_results_argument(p)
     p.set_defaults(func=cmd_cancel)
     return parser
 

@@ -56,23 +56,34 @@ def ensure_available(task: Task) -> None:
         )
 
 
+def make_flat_env(env: str | gym.envs.registration.EnvSpec, **kwargs) -> gym.Env:
+    """``gym.make``, with Dict observations flattened as the dataset's are (``minari_store.flatten_observations``)."""
+    made = gym.make(env, **kwargs)
+    return gym.wrappers.FlattenObservation(made) if isinstance(made.observation_space, gym.spaces.Dict) else made
+
+
 def environment_factory(task: Task, info: minari_store.DatasetInfo) -> Callable[[], gym.Env]:
-    """The task's evaluation environment: its own id, or the dataset's recorded evaluation spec."""
+    """The task's evaluation environment: its own id, or the dataset's recorded evaluation spec (Minari's AntMaze
+    datasets: a Gymnasium-Robotics maze with fixed start and goal cells)."""
     if task.env_id is not None:
         kwargs = dict(task.env_kwargs)
         if task.max_episode_steps is not None:
             kwargs["max_episode_steps"] = task.max_episode_steps
-        return functools.partial(gym.make, task.env_id, **kwargs)
+        return functools.partial(make_flat_env, task.env_id, **kwargs)
     if info.env_spec is None:
         raise DataError(f"{info.path}: the dataset records no environment to evaluate in (no env_spec in metadata.json)")
-    return functools.partial(gym.make, info.env_spec)
+    return functools.partial(make_flat_env, info.env_spec)
 
 
 def load_task_data(task: Task, device: torch.device) -> TaskData:
     ensure_available(task)
     arrays, info = minari_store.load_dataset(task.dataset_id)
     make_env = environment_factory(task, info)
-    env = make_env()
+    try:
+        env = make_env()
+    except ModuleNotFoundError as err:  # an entry point in a package that is not installed
+        raise DataError(f"{info.path}: its evaluation environment needs the Python package {err.name!r}",
+                        "install it (Minari's AntMaze and Adroit environments: pip install gymnasium-robotics)") from None
     try:
         obs_space, act_space = env.observation_space, env.action_space
     finally:

@@ -309,6 +309,22 @@ def read_info(dataset_id: str, *, verify: bool = True) -> DatasetInfo:
     )
 
 
+def is_flattenable(space: gym.Space) -> bool:
+    """A Box, or a Dict of Boxes (goal-conditioned observations: AntMaze's observation, achieved_goal, desired_goal)."""
+    return isinstance(space, gym.spaces.Box) or (
+        isinstance(space, gym.spaces.Dict) and all(isinstance(s, gym.spaces.Box) for s in space.values()))
+
+
+def flatten_observations(space: gym.Space, observations: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+    """``[n, flatdim]`` observations: a Dict's parts side by side in the space's key order (sorted), the layout
+    of ``gym.spaces.flatten`` and so of the ``FlattenObservation`` wrapper the evaluation environment gets
+    (``benchmarks.data.make_flat_env``); AntMaze: achieved_goal (x, y), desired_goal (x, y), the ant's 27."""
+    if not isinstance(space, gym.spaces.Dict):
+        return np.asarray(observations)
+    n = len(observations[next(iter(space.keys()))])
+    return np.concatenate([np.asarray(observations[key]).reshape(n, -1) for key in space.keys()], axis=1)
+
+
 def load_dataset(dataset_id: str) -> tuple[DatasetArrays, DatasetInfo]:
     """All transitions of a stored dataset (``minari.load_dataset``), checked and counted."""
     import minari
@@ -324,29 +340,34 @@ def load_dataset(dataset_id: str) -> tuple[DatasetArrays, DatasetInfo]:
         raise DataError(f"{data_file}: cannot be read as a Minari dataset ({type(err).__name__}: {err})") from None
     if not episodes:
         raise DataError(f"{data_file}: holds no episodes")
-    for role, space in (("observation", dataset.observation_space), ("action", dataset.action_space)):
-        if not isinstance(space, gym.spaces.Box):
+    obs_space, act_space = dataset.observation_space, dataset.action_space
+    for role, space, supported in (("observation", obs_space, is_flattenable(obs_space)),
+                                   ("action", act_space, isinstance(act_space, gym.spaces.Box))):
+        if not supported:
             raise DataError(
-                f"{data_file}: {role} space {type(space).__name__} is not supported; the suite trains on Box spaces",
-                "goal-conditioned Dict observations (e.g. Minari's AntMaze) would need flattening, not implemented yet",
+                f"{data_file}: {role} space {space} is not supported",
+                "the suite trains on Box actions and on Box observations or Dicts of them (flattened, e.g. AntMaze's)",
             )
-    obs_shape = dataset.observation_space.shape
-    act_shape = dataset.action_space.shape
+    obs_shape = obs_space.shape if isinstance(obs_space, gym.spaces.Box) else (gym.spaces.flatdim(obs_space),)
+    act_shape = act_space.shape
+    observations = []
     for ep in episodes:
         steps = len(ep.actions)
-        if ep.observations.shape != (steps + 1, *obs_shape):
+        flat = flatten_observations(obs_space, ep.observations)
+        if flat.shape != (steps + 1, *obs_shape):
             raise DataError(
-                f"{data_file}: episode {ep.id} has observations of shape {ep.observations.shape}, "
+                f"{data_file}: episode {ep.id} has observations of shape {flat.shape}, "
                 f"expected {(steps + 1, *obs_shape)} ({steps} actions + 1, observation space {obs_shape})"
             )
         if ep.actions.shape[1:] != act_shape:
             raise DataError(f"{data_file}: episode {ep.id} has actions of shape {ep.actions.shape[1:]}, expected {act_shape}")
+        observations.append(flat)
     lengths = np.array([len(ep.actions) for ep in episodes])
     arrays = DatasetArrays(
-        observations=np.concatenate([ep.observations[:-1] for ep in episodes]).astype(np.float32),
+        observations=np.concatenate([obs[:-1] for obs in observations]).astype(np.float32),
         actions=np.concatenate([ep.actions for ep in episodes]).astype(np.float32),
         rewards=np.concatenate([ep.rewards for ep in episodes]).astype(np.float32),
-        next_observations=np.concatenate([ep.observations[1:] for ep in episodes]).astype(np.float32),
+        next_observations=np.concatenate([obs[1:] for obs in observations]).astype(np.float32),
         terminals=np.concatenate([ep.terminations for ep in episodes]).astype(np.float32),
         episode_index=np.repeat(np.arange(len(episodes)), lengths),
     )
