@@ -25,8 +25,10 @@ TABLE_COLUMNS = {  # column -> (header, digits)
     "hours_per_1m_median": ("h/1M updates", 2),
     "gflop_per_update": ("GFLOP/update", 2),
     "gflop_per_s": ("GFLOP/s", 0),
+    "ops_per_update": ("ops/update", 0),
     "states_per_batch": ("states/batch", 0),
     "decision_hz_median": ("decisions/s", 2),
+    "ops_per_action_batch": ("ops/batch", 0),
     "ms_per_action_median": ("ms/action", 2),
     "peak_train_mib": ("MiB train", 0),
     "peak_act_mib": ("MiB act", 0),
@@ -52,7 +54,9 @@ def compute_table(frame: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame({"agent": rows["agent"], "task": rows["task"], "device": rows["device_name"],
                           "mode": rows["compile"]})
     for column, (header, digits) in TABLE_COLUMNS.items():
-        table[header] = rows[column].round(digits).astype(int if digits == 0 else float)
+        # a CSV of an older bench perf lacks the columns added since: those cells stay empty
+        values = rows[column] if column in rows else pd.Series(float("nan"), index=rows.index)
+        table[header] = ["" if pd.isna(v) else int(round(v)) if digits == 0 else round(float(v), digits) for v in values]
     return table.reset_index(drop=True)
 
 
@@ -62,6 +66,8 @@ def caption(frame: pd.DataFrame) -> str:
             f"process, median and min of {'/'.join(map(str, sorted(frame['repeats'].unique())))} timed windows after "
             "warm-up, and per seed (seeds vectorised in one process); hours per 1M updates of the whole cell; "
             "matmul GFLOP of one update (forward and backward, all seeds) and the GFLOP/s the timed updates reach; "
+            "ops/update and ops/batch: aten operators one eager update and one action batch dispatch, views left "
+            "out (about one kernel launch each on a GPU in eager mode); "
             f"decisions/s = action batches of {batches} sampled actions (per seed; states/batch states times the "
             "agent's candidates per state) per second with the agent's own inference procedure (OFQL paper App. D); "
             "latency of one action; peak memory above the process baseline "

@@ -16,6 +16,9 @@ For each agent, at the task's observation/action sizes and the agent's resolved 
 - **arithmetic**: the floating-point operations of one update in matmuls (``torch.utils.flop_counter``,
   forward and backward, counted on one eager update after the timed windows) and the rate the timed
   updates reach with them (GFLOP/s), to hold against what the device's matmuls can do;
+- **operators**: the aten operators one eager update and one action batch dispatch, views left out. On a
+  GPU in eager mode each is about one kernel launch, and at these sizes a launch costs about as much as
+  its work, so this count, not the arithmetic, is what bounds an eager update there;
 - **peak memory** above what the process held before the agent was built: CUDA
   ``max_memory_allocated``, or on the CPU the resident-set high-water mark (``VmHWM``, reset through
   ``/proc/self/clear_refs``; ``ru_maxrss`` where that is unavailable, which cannot be reset).
@@ -52,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from agents.base import Agent, SeedStreams, Transitions
@@ -191,6 +195,19 @@ class MemoryMeter:
         return max(0, peak - self.baseline) / 2**20
 
 
+class OperatorCounter(TorchDispatchMode):
+    """Counts the aten operators dispatched inside the block that compute something (views and ``detach`` only
+    make a new tensor header, and launch nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += not func.is_view
+        return func(*args, **(kwargs or {}))
+
+
 def window_stats(rates: Sequence[float]) -> dict[str, float]:
     return {"min": min(rates), "median": statistics.median(rates), "max": max(rates)}
 
@@ -220,7 +237,7 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
     steps = calls_per_window(per_update, settings.steps, settings.window_seconds)
     rates = [steps / time_calls(update, steps, device) for _ in range(settings.repeats)]
     peak_train = memory.peak_mib()
-    with FlopCounterMode(display=False) as flops:  # eager, so that every matmul is dispatched and counted
+    with FlopCounterMode(display=False) as flops, OperatorCounter() as update_ops:  # eager: every op dispatched
         type(agent).update(agent, data.gather(batches.randint(n, batch_size)))
     gflop = flops.get_total_flops() / 1e9
 
@@ -235,6 +252,8 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
     calls = calls_per_window(per_batch, None, settings.window_seconds / 2)
     act_rates = [calls / time_calls(lambda: agent.act(states), calls, device) for _ in range(settings.repeats)]
     peak_act = memory.peak_mib()
+    with OperatorCounter() as act_ops:
+        agent.act(states)
     per_action = time_calls(lambda: agent.act(single), 3, device) / 3
     action_calls = calls_per_window(per_action, None, settings.window_seconds / 4)
     latencies = [time_calls(lambda: agent.act(single), action_calls, device) / action_calls
@@ -265,12 +284,14 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
         "hours_per_1m_per_seed": 1e6 / ups["median"] / 3600.0 / n_seeds,
         "gflop_per_update": gflop,
         "gflop_per_s": gflop * ups["median"],
+        "ops_per_update": update_ops.count,
         "first_update_s": first,
         "action_batch": settings.action_batch,
         "candidates_per_state": agent.candidates_per_state,
         "states_per_batch": states_per_batch,
         "decision_hz_min": hz["min"],
         "decision_hz_median": hz["median"],
+        "ops_per_action_batch": act_ops.count,
         "ms_per_action_median": 1000.0 * statistics.median(latencies),
         "peak_train_mib": peak_train,
         "peak_act_mib": peak_act,
