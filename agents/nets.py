@@ -8,6 +8,7 @@ on the CPU, so a seed starts from the same weights whatever group or device it r
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 
@@ -18,20 +19,14 @@ from torch import Tensor, nn
 from agents.base import SeedStreams
 
 
-def mish_derivative(x: Tensor) -> Tensor:
-    """``d/dx [x tanh(softplus(x))] = w + x sigmoid(x) (1 - w^2)``, ``w = tanh(softplus(x))``.
-
-    Written with ``s = sigmoid(-x)`` only: ``exp(softplus(x)) = 1 + e^x = 1 / s`` gives
-    ``w = (1 - s^2) / (1 + s^2)`` and ``sigmoid(x) = 1 - s`` (``tanh`` is several times slower than the
-    logistic function in PyTorch's CPU kernels).
-    """
-    s = torch.sigmoid(-x)
-    s2 = s * s
-    w = (1.0 - s2).div_(1.0 + s2)
-    return (1.0 - w * w).mul_(1.0 - s).mul_(x).add_(w)
+def mish_tangent(h: Tensor, dh: Tensor) -> Tensor:
+    """``mish'(h) dh``, Mish's derivative along ``dh`` (``mish'(h) = w + h sigmoid(h) (1 - w^2)``,
+    ``w = tanh(softplus(h))``). Mish acts elementwise, so this is what its backward kernel computes for the
+    output gradient ``dh``: one kernel launch instead of a dozen for the formula written out."""
+    return torch.ops.aten.mish_backward(dh, h)
 
 
-ACTIVATION_DERIVATIVES: dict[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] = {F.mish: mish_derivative}
+ACTIVATION_TANGENTS: dict[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]] = {F.mish: mish_tangent}
 
 
 class SeedLinear(nn.Module):
@@ -161,18 +156,18 @@ class SeedMLP(nn.Module):
         The derivative is computed without gradient (it serves as a stop-gradient target); ``x``'s path keeps its
         graph as in :meth:`forward`. It equals ``torch.func.jvp`` (``tests/test_ofql.py``) without that
         transform's per-operation overhead. For MLPs without LayerNorm and dropout, with an activation in
-        :data:`ACTIVATION_DERIVATIVES`.
+        :data:`ACTIVATION_TANGENTS`.
         """
-        if self.norms is not None or self.dropout > 0 or self.activation not in ACTIVATION_DERIVATIVES:
+        if self.norms is not None or self.dropout > 0 or self.activation not in ACTIVATION_TANGENTS:
             raise ValueError("forward_with_tangent: only for MLPs without LayerNorm and dropout, with an activation "
-                             f"in ACTIVATION_DERIVATIVES ({', '.join(f.__name__ for f in ACTIVATION_DERIVATIVES)})")
-        derivative = ACTIVATION_DERIVATIVES[self.activation]
+                             f"in ACTIVATION_TANGENTS ({', '.join(f.__name__ for f in ACTIVATION_TANGENTS)})")
+        activation_tangent = ACTIVATION_TANGENTS[self.activation]
         for i, layer in enumerate(self.linears):
             x = layer(x)
             with torch.no_grad():
                 dx = layer.tangent(dx)
                 if i < self.n_activated:
-                    dx = dx * derivative(x)
+                    dx = activation_tangent(x, dx)
             if i < self.n_activated:
                 x = self.activation(x)
         return x, dx
@@ -237,9 +232,16 @@ class TwinQ(nn.Module):
 
 
 def sinusoidal_frequencies(dim: int, device: torch.device) -> Tensor:
-    """``w_i = 10000^(-i / (dim/2 - 1))``, ``i < dim/2`` (DQL ``agents/helpers.py SinusoidalPosEmb``)."""
+    """``w_i = 10000^(-i / (dim/2 - 1))``, ``i < dim/2`` (DQL ``agents/helpers.py SinusoidalPosEmb``), in the default
+    dtype; made once per size, device and dtype and shared, never written to (two kernel launches fewer per call)."""
+    return _frequencies(dim, device, torch.get_default_dtype())
+
+
+@functools.lru_cache(maxsize=None)
+def _frequencies(dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     half = dim // 2
-    return torch.exp(torch.arange(half, device=device) * (-math.log(10000.0) / (half - 1)))
+    with torch.inference_mode(False), torch.no_grad():  # a plain tensor, whatever mode the first call is in
+        return torch.exp(torch.arange(half, device=device, dtype=dtype) * (-math.log(10000.0) / (half - 1)))
 
 
 def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:

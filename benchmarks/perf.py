@@ -197,14 +197,14 @@ class MemoryMeter:
 
 class OperatorCounter(TorchDispatchMode):
     """Counts the aten operators dispatched inside the block that compute something (views and ``detach`` only
-    make a new tensor header, and launch nothing)."""
+    make a new tensor header, and launch nothing; the profiler's markers are not aten operators)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.count = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += not func.is_view
+        self.count += func.namespace == "aten" and not func.is_view
         return func(*args, **(kwargs or {}))
 
 

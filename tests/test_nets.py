@@ -98,8 +98,20 @@ def test_per_seed_grad_clipping_matches_torch_for_each_seed_alone():
         torch.testing.assert_close(p.grad, g, rtol=0, atol=0)
 
 
+def test_forward_with_tangent_is_the_mlp_and_its_jvp():
+    """The chain rule through the layers (Mish's tangent from its backward kernel) = torch.func.jvp, in float64."""
+    mlp = SeedMLP(2, (5, 16, 16, 3), F.mish).init_(SeedStreams([0, 1], "init", "cpu"), torch_default).double()
+    x, dx = torch.randn(2, 7, 5, dtype=torch.float64), torch.randn(2, 7, 5, dtype=torch.float64)
+    y, dy = mlp.forward_with_tangent(x, dx)
+    y_ref, dy_ref = torch.func.jvp(mlp, (x,), (dx,))
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    torch.testing.assert_close(dy, dy_ref, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="ACTIVATION_TANGENTS"):
+        SeedMLP(2, (5, 16, 3), torch.relu).forward_with_tangent(x, dx)
+
+
 def test_polyak_update():
-    source = SeedMLP(2, (3, 4, 1))
+    source = SeedMLP(2, (3, 4, 1)).init_(SeedStreams([0, 1], "init", "cpu"), torch_default)  # not empty()'s garbage
     target = copy.deepcopy(source)
     for p in source.parameters():
         p.data.add_(1.0)
