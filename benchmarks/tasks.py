@@ -117,9 +117,18 @@ def _minari_task(robot: str, level: str) -> Task:
     return _dataset_task(f"mujoco/{robot}/{level}-v0", "minari", "mujoco", MINARI_MUJOCO_PROTOCOL, notes)
 
 
-# Ad-hoc AntMaze datasets (e.g. Minari's `D4RL/antmaze/<maze>-v1`): 100 evaluation episodes, as in
-# every AntMaze protocol here (DQL/CPQL main.py, CORL), every 50k steps (CORL).
+# ---------------------------------------------------------------------------------------------
+# Minari's AntMaze datasets (`D4RL/antmaze/<maze>-v1`, regenerated in Gymnasium-Robotics mazes): sparse
+# reward, goal-conditioned Dict observations (flattened by the loader), their own evaluation spec and
+# reference scores; 100 evaluation episodes, as in every AntMaze protocol here (DQL/CPQL main.py, CORL),
+# every 50k steps (CORL). Other AntMaze datasets run ad hoc under the same protocol.
+
 ANTMAZE_PROTOCOL = Protocol(eval_interval=50_000, eval_episodes=100)
+ANTMAZE_MAZES = ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse")
+
+
+def _antmaze_task(dataset_id: str, notes: str) -> Task:
+    return dataclasses.replace(_dataset_task(dataset_id, "minari", "antmaze", ANTMAZE_PROTOCOL, notes), reward="sparse")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,6 +149,8 @@ TASKS: dict[str, Task] = {
     for t in (
         *(_d4rl_task(robot, level) for robot in D4RL_REFERENCE for level in D4RL_LEVELS),
         *(_minari_task(robot, level) for robot in D4RL_REFERENCE for level in ("simple", "medium", "expert")),
+        *(_antmaze_task(f"D4RL/antmaze/{maze}-v1", "Minari's regenerated AntMaze (`bench data download`); not "
+                        "comparable with published D4RL AntMaze numbers") for maze in ANTMAZE_MAZES),
         *(_quickstart_task(env, level) for env in QUICKSTART_ENVS for level in QUICKSTART_LEVELS),
     )
 }
@@ -151,6 +162,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     "minari-mujoco": tuple(
         f"mujoco/{robot}/{level}-v0" for robot in D4RL_REFERENCE for level in ("simple", "medium", "expert")
     ),
+    "minari-antmaze": tuple(f"D4RL/antmaze/{maze}-v1" for maze in ANTMAZE_MAZES),
     # the README's main job: every agent in a few CPU-minutes (the pendulum's long good episodes and
     # slow value propagation make its cells several times dearer)
     "quickstart": ("quickstart/reacher/mixed-v0",),
@@ -190,6 +202,7 @@ def task_for_dataset(dataset_id: str) -> Task:
     if dataset_id in TASKS:
         return TASKS[dataset_id]
     family = family_of_dataset(dataset_id)
-    protocols = {"quickstart": QUICKSTART_PROTOCOL, "antmaze": ANTMAZE_PROTOCOL}
-    task = _dataset_task(dataset_id, "minari", family, protocols.get(family, MINARI_MUJOCO_PROTOCOL), "ad-hoc Minari dataset")
-    return dataclasses.replace(task, reward="sparse") if family == "antmaze" else task
+    if family == "antmaze":
+        return _antmaze_task(dataset_id, "ad-hoc Minari dataset")
+    protocol = QUICKSTART_PROTOCOL if family == "quickstart" else MINARI_MUJOCO_PROTOCOL
+    return _dataset_task(dataset_id, "minari", family, protocol, "ad-hoc Minari dataset")

@@ -20,7 +20,7 @@ import torch
 from benchmarks.cli import main
 from benchmarks.data import load_task_data
 from benchmarks.errors import DataError
-from benchmarks.tasks import task_for_dataset
+from benchmarks.tasks import get_suite, task_for_dataset
 
 ANTMAZE = "test/antmaze/umaze-v0"
 MAZE = "AntMaze_UMaze-v4"
@@ -70,6 +70,15 @@ def antmaze(isolated_roots):
         warnings.simplefilter("ignore")  # "AntMaze_UMaze-v4 is out of date": v4 is what Minari's datasets record
         record(ANTMAZE, gym.make(MAZE, **MAZE_KWARGS), gym.make(MAZE, **MAZE_KWARGS), EPISODE_SEEDS)
     return minari.load_dataset(ANTMAZE)
+
+
+def test_the_antmaze_suite_is_minari_antmaze_under_the_antmaze_protocol():
+    tasks = get_suite("minari-antmaze")
+    assert [t.name for t in tasks] == [f"D4RL/antmaze/{m}-v1" for m in ("umaze", "umaze-diverse", "medium-play",
+                                                                        "medium-diverse", "large-play", "large-diverse")]
+    for task in (*tasks, task_for_dataset(ANTMAZE)):
+        assert (task.family, task.reward, task.source, task.comparable_to_published) == ("antmaze", "sparse", "minari", False)
+        assert (task.protocol.eval_interval, task.protocol.eval_episodes) == (50_000, 100)
 
 
 def test_dict_observations_are_flattened_as_the_evaluation_environment_flattens_them(antmaze):
