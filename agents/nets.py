@@ -233,7 +233,7 @@ class TwinQ(nn.Module):
 
 def sinusoidal_frequencies(dim: int, device: torch.device) -> Tensor:
     """``w_i = 10000^(-i / (dim/2 - 1))``, ``i < dim/2`` (DQL ``agents/helpers.py SinusoidalPosEmb``), in the default
-    dtype; made once per size, device and dtype and shared, never written to (two kernel launches fewer per call)."""
+    dtype; made once per size, device and dtype and shared, never written to (three kernel launches fewer per call)."""
     return _frequencies(dim, device, torch.get_default_dtype())
 
 
