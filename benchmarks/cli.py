@@ -539,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
         "per seed, min and median over timed windows after warm-up, seeds vectorised), ms per update, hours per 1M "
         "updates; decision frequency = action batches of --action-batch sampled actions (states x the agent's "
         "candidates per state) per second through the agent's own act (OFQL paper App. D), and the latency of one "
-        "action; the matmul GFLOP of one update and the GFLOP/s reached; peak memory. Prints a table and writes "
+        "action; the matmul GFLOP of one update and the GFLOP/s reached; the aten operators one eager update and one "
+        "action batch dispatch (about one kernel launch each on a GPU); peak memory. Prints a table and writes "
         "RESULTS/perf/perf-<task>-<device>-<time>.csv with a figure (PNG, PDF); `bench report` adds a compute "
         "table from the latest CSVs. A benchmark: close other work on the machine for numbers worth quoting.",
     )
