@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -159,7 +160,7 @@ REWARD_TRANSFORMS = {
 
 class Agent:
     """Base of the six agents. Subclasses set ``name`` and ``Config`` and implement
-    ``update`` and ``act``; ``state_dict`` collects every module, optimiser, scheduler and
+    ``learn`` (with ``control_key`` where it branches) and ``act``; ``state_dict`` collects every module, optimiser, scheduler and
     random stream they hold, plus the step counter."""
 
     name: ClassVar[str]
@@ -185,8 +186,34 @@ class Agent:
         return data.replace(rewards=transform(data))
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
-        """One gradient step for every seed; returns per-seed metrics (``[n_seeds]`` tensors)."""
+        """One gradient step for every seed (:meth:`learn`, then :meth:`advance`); returns per-seed metrics
+        (``[n_seeds]`` tensors)."""
+        metrics = self.learn(batch)
+        self.advance()
+        return metrics
+
+    def learn(self, batch: Batch) -> dict[str, Tensor]:
+        """The device work of one update: losses, backward passes, optimiser and target-network steps.
+
+        It reads Python state only through :meth:`control_key` and changes none (the step counter and the
+        learning rates move in :meth:`advance`), so that one CUDA graph captured per key replays every update
+        with that key (``benchmarks/graphs.py``; ``tests/test_graph_safety.py`` checks it on the CPU).
+        """
         raise NotImplementedError
+
+    def control_key(self) -> tuple[Any, ...]:
+        """The Python-level branches :meth:`learn` takes at the current step (EMA due, training phase)."""
+        return ()
+
+    def advance(self) -> None:
+        """The host side of an update: count it, then step every learning-rate schedule, which writes its new
+        rate (a float computed on the host) into the optimiser's lr tensor (see ``agents.nets.adam``)."""
+        self.step += 1
+        for schedule in self._stateful().values():
+            if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler):
+                with warnings.catch_warnings():  # a factor of the update count: DTQL's actor schedule counts from
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")  # before its first step
+                    schedule.step()
 
     def act(self, observations: Tensor) -> Tensor:
         """Evaluation actions ``[n_seeds, n, act_dim]`` in [-1, 1] for ``[n_seeds, n, obs_dim]``."""
@@ -197,6 +224,9 @@ class Agent:
         """Actions :meth:`act` samples per state before choosing one: the config's ``num_candidates`` in agents
         that rank samples by Q (DQL, OFQL, DTQL, CPQL), else 1 (the policy gives the action itself)."""
         return getattr(self.config, "num_candidates", 1)
+
+    def random_streams(self) -> list[SeedStreams]:
+        return [s for s in self._stateful().values() if isinstance(s, SeedStreams)]
 
     def _stateful(self) -> dict[str, Any]:
         kinds = (nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, SeedStreams)

@@ -35,13 +35,12 @@ class BC(Agent):
         self.policy = SeedMLP(self.n_seeds, sizes).init_(init, torch_default, bias="torch_default").to(self.device)
         self.opt = adam(self.policy.parameters(), lr=config.lr)
 
-    def update(self, batch: Batch) -> dict[str, Tensor]:
+    def learn(self, batch: Batch) -> dict[str, Tensor]:
         predicted = torch.tanh(self.policy(batch.observations))
         loss = (predicted - batch.actions).square().mean(dim=(-2, -1))  # F.mse_loss per seed
         self.opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         self.opt.step()
-        self.step += 1
         return {"bc_loss": loss.detach()}
 
     @torch.no_grad()

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 
 import torch
@@ -66,7 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.base import Agent, AgentConfig, Batch, SeedStreams
-from agents.nets import SeedMLP, adam, clip_grad_norm_per_seed_, sinusoidal_embedding, torch_default
+from agents.nets import SeedMLP, adam, clip_grad_norm_per_seed_, cosine_annealing, sinusoidal_embedding, torch_default
 from agents.qlearning import act_by_q, coin, dql_critic, ema_, ema_due, normalised_q_loss, sampled_td_target
 
 TIME_SCALE = 1000 * 0.25  # karras_diffusion.py denoise: rescaled_t = 1000 * 0.25 * log(sigma + 1e-44)
@@ -240,10 +241,10 @@ class CPQL(Agent):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = adam(self.actor.parameters(), lr=config.lr)
         self.critic_opt = adam(self.critic.parameters(), lr=config.critic_lr)
-        if config.lr_decay:
-            cosine = torch.optim.lr_scheduler.CosineAnnealingLR
-            self.actor_schedule = cosine(self.actor_opt, T_max=config.lr_decay_t_max, eta_min=0.0)
-            self.critic_schedule = cosine(self.critic_opt, T_max=config.lr_decay_t_max, eta_min=0.0)
+        if config.lr_decay:  # CosineAnnealingLR(T_max, eta_min=0) stepped every update, in closed form
+            decay = functools.partial(cosine_annealing, t_max=config.lr_decay_t_max)
+            self.actor_schedule = torch.optim.lr_scheduler.LambdaLR(self.actor_opt, decay)
+            self.critic_schedule = torch.optim.lr_scheduler.LambdaLR(self.critic_opt, decay)
         self.noise = SeedStreams(self.seeds, "cpql/noise", self.device)
         self.act_noise = SeedStreams(self.seeds, "cpql/act", self.device)
 
@@ -251,7 +252,10 @@ class CPQL(Agent):
         """The configured sampler (one step, or multistep) with network ``net``."""
         return sample_actions(net, self.schedule, observations, self.act_dim, streams, self.renoise_sigmas)
 
-    def update(self, batch: Batch) -> dict[str, Tensor]:
+    def control_key(self) -> tuple[bool]:
+        return (ema_due(self.step, self.config.ema_start, self.config.ema_every),)
+
+    def learn(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.config
         obs, actions = batch.observations, batch.actions
 
@@ -284,10 +288,6 @@ class CPQL(Agent):
         if ema_due(self.step, cfg.ema_start, cfg.ema_every):
             ema_(self.actor_target, self.actor, cfg.ema_decay)
             ema_(self.critic_target, self.critic, cfg.ema_decay)
-        self.step += 1
-        if cfg.lr_decay:
-            self.actor_schedule.step()
-            self.critic_schedule.step()
 
         return {
             "critic_loss": critic_loss.detach(),

@@ -416,7 +416,10 @@ class CQL(Agent):
             )
         return data
 
-    def update(self, batch: Batch) -> dict[str, Tensor]:
+    def control_key(self) -> tuple[bool]:
+        return (self.step < self.config.bc_steps,)
+
+    def learn(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.config
         obs, next_obs, data_actions = batch.observations, batch.next_observations, batch.actions
         n_batch, act_dim, n = obs.shape[1], self.act_dim, cfg.n_actions
@@ -491,8 +494,6 @@ class CQL(Agent):
 
         # 4. target critics
         polyak_(self.target_critic, self.critic, cfg.tau)
-
-        self.step += 1
         return {
             "policy_loss": policy_loss.detach(),
             "alpha_loss": temperature_loss.detach(),

@@ -46,15 +46,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.base import Agent, AgentConfig, Batch, SeedStreams
-from agents.nets import (SeedLinear, SeedMLP, adam, clip_grad_norm_per_seed_, init_seed_linear_, polyak_,
-                         sinusoidal_embedding, torch_default)
+from agents.nets import (SeedLinear, SeedMLP, adam, clip_grad_norm_per_seed_, cosine_annealing, init_seed_linear_,
+                         polyak_, sinusoidal_embedding, torch_default)
 from agents.qlearning import act_by_q, coin, dql_critic, ema_, ema_due, normalised_q_loss, sampled_td_target
 
 
@@ -204,7 +203,7 @@ def critic_loss(critic: nn.Module, states: Tensor, actions: Tensor, target: Tens
 def official_lr_decay(every: int, t_max: int):
     """LR multiplier after ``n`` gradient steps: ``CosineAnnealingLR(T_max=t_max, eta_min=0)`` stepped once per
     ``every`` steps (main.py / ql_diffusion.py ``--lr_decay``): ``0.5 (1 + cos(pi floor(n / every) / t_max))``."""
-    return lambda n: 0.5 * (1.0 + math.cos(math.pi * (n // every) / t_max))
+    return lambda n: cosine_annealing(n // every, t_max)
 
 
 class DQL(Agent):
@@ -228,7 +227,10 @@ class DQL(Agent):
         self.noise = SeedStreams(self.seeds, "dql/noise", self.device)  # training: t, eps, chains, coin
         self.acting = SeedStreams(self.seeds, "dql/act", self.device)  # evaluation: candidates and the choice
 
-    def update(self, batch: Batch) -> dict[str, Tensor]:
+    def control_key(self) -> tuple[bool]:
+        return (ema_due(self.step, self.config.ema_start, self.config.ema_every),)
+
+    def learn(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.config
         obs, actions = batch.observations, batch.actions
 
@@ -251,16 +253,12 @@ class DQL(Agent):
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.sum().backward(inputs=list(self.actor.parameters()))  # the critic's gradient is not touched
         actor_norm = clip_grad_norm_per_seed_(self.actor.parameters(), cfg.grad_norm)
-        self.actor_opt.step()
-        self.actor_schedule.step()
-        self.critic_schedule.step()
+        self.actor_opt.step()  # then both LR schedules step (Agent.advance)
 
         # target networks
         if ema_due(self.step, cfg.ema_start, cfg.ema_every):
             ema_(self.ema_actor, self.actor, cfg.ema_decay)
         polyak_(self.target_critic, self.critic, cfg.tau)
-
-        self.step += 1
         return {
             "critic_loss": q_loss_critic.detach(),
             "actor_loss": actor_loss.detach(),

@@ -42,7 +42,7 @@ Schedule of one run (``steps = pretrain_steps + num_epochs * 1000`` of the offic
 official ``main.py`` first pre-trains the BC diffusion and the critic for ``pretrain_epochs = 50``
 epochs (``DTQL.pretrain``: 50,000 steps of BC step then critic step, no target update, no LR
 schedule, no actor), then runs ``agent.train`` ``num_epochs * 1000 + 1`` times. Here both phases are
-one ``update`` driven by ``self.step``: steps ``[0, pretrain_steps)`` are the pre-training steps and
+one ``learn`` driven by ``self.step`` (its ``control_key``): steps ``[0, pretrain_steps)`` are the pre-training steps and
 the remaining ``steps - pretrain_steps`` are the main phase, in the official order: critic step;
 BC diffusion step; one-step actor step (against the critic and the BC denoiser just updated); Polyak
 update of ``Q'``; with ``lr_decay``, one ``CosineAnnealingLR`` step (``T_max = num_epochs * 1000 =
@@ -71,7 +71,8 @@ from torch import Tensor, nn
 from agents.base import Agent, AgentConfig, Batch, SeedStreams
 from agents.iql import expectile_loss
 from agents.nets import (
-    SeedLinear, SeedMLP, adam, init_seed_linear_, orthogonal, polyak_, sinusoidal_embedding, torch_default,
+    SeedLinear, SeedMLP, adam, cosine_annealing, init_seed_linear_, orthogonal, polyak_, sinusoidal_embedding,
+    torch_default,
 )
 from agents.qlearning import act_by_q, dql_critic
 
@@ -267,12 +268,15 @@ class DTQL(Agent):
         self.critic_opt = adam(self.critic.parameters(), lr=cfg.critic_lr)
         self.bc_opt = adam(self.bc.parameters(), lr=cfg.lr)
         self.actor_opt = adam(self.actor.parameters(), lr=cfg.lr)
-        if cfg.lr_decay:
+        if cfg.lr_decay:  # CosineAnnealingLR(T_max, eta_min=0), stepped after each main-phase update
             t_max = cfg.steps - cfg.pretrain_steps  # num_epochs * num_steps_per_epoch
-            cosine = torch.optim.lr_scheduler.CosineAnnealingLR
-            self.critic_schedule = cosine(self.critic_opt, T_max=t_max, eta_min=0.0)
-            self.bc_schedule = cosine(self.bc_opt, T_max=t_max, eta_min=0.0)
-            self.actor_schedule = cosine(self.actor_opt, T_max=t_max, eta_min=0.0)
+
+            def decay(n: int) -> float:  # n updates done, pre-training ones included
+                return cosine_annealing(max(n - cfg.pretrain_steps, 0), t_max)
+
+            self.critic_schedule = torch.optim.lr_scheduler.LambdaLR(self.critic_opt, decay)
+            self.bc_schedule = torch.optim.lr_scheduler.LambdaLR(self.bc_opt, decay)
+            self.actor_schedule = torch.optim.lr_scheduler.LambdaLR(self.actor_opt, decay)
         self.noise = SeedStreams(self.seeds, "dtql/noise", self.device)
         self.act_noise = SeedStreams(self.seeds, "dtql/act", self.device)
 
@@ -320,23 +324,20 @@ class DTQL(Agent):
         return {"actor_loss": loss.detach(), "trust_region_loss": trust_region.detach(),
                 "ql_loss": -q_min.detach().mean(-1), "neg_log_prob": neg_log_prob.detach().mean(-1)}
 
-    def update(self, batch: Batch) -> dict[str, Tensor]:
+    def control_key(self) -> tuple[bool]:
+        return (self.pretraining,)
+
+    def learn(self, batch: Batch) -> dict[str, Tensor]:
         if self.pretraining:  # DTQL.pretrain: BC step, then critic step; nothing else moves
             bc_loss = self._bc_step(batch)
             critic = self._critic_step(batch)
-            self.step += 1
             return {"bc_loss": bc_loss, "critic_loss": critic["critic_loss"], "value_loss": critic["value_loss"],
                     "q": critic["q"], "v": critic["v"]}
 
         critic = self._critic_step(batch)  # DTQL.train: critic, BC diffusion, one-step actor, Polyak, LR
         bc_loss = self._bc_step(batch)
         actor = self._actor_step(batch)
-        polyak_(self.critic_target, self.critic, self.config.tau)
-        if self.config.lr_decay:
-            self.critic_schedule.step()
-            self.bc_schedule.step()
-            self.actor_schedule.step()
-        self.step += 1
+        polyak_(self.critic_target, self.critic, self.config.tau)  # then the LR schedules step (Agent.advance)
         return {"bc_loss": bc_loss, "critic_loss": critic["critic_loss"], "value_loss": critic["value_loss"],
                 "q": critic["q"], "v": critic["v"], **actor}
 

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from agents.base import Agent, AgentConfig, Batch, SeedStreams, Transitions
-from agents.nets import adam, SeedLinear, SeedMLP, TwinQ, init_seed_linear_, orthogonal, polyak_
+from agents.nets import adam, SeedLinear, SeedMLP, TwinQ, cosine_annealing, init_seed_linear_, orthogonal, polyak_
 
 
 @dataclasses.dataclass
@@ -81,7 +81,7 @@ class GaussianPolicy(nn.Module):
 
 def cosine_decay(total_steps: int):
     """Multiplier of optax.cosine_decay_schedule(init, total_steps): 0.5 (1 + cos(pi min(n, T) / T))."""
-    return lambda n: 0.5 * (1.0 + math.cos(math.pi * min(n, total_steps) / total_steps))
+    return lambda n: cosine_annealing(min(n, total_steps), total_steps)
 
 
 class IQL(Agent):
@@ -111,7 +111,7 @@ class IQL(Agent):
         data = super().preprocess(data)
         return data.replace(actions=data.actions.clamp(-limit, limit))
 
-    def update(self, batch: Batch) -> dict[str, Tensor]:
+    def learn(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.config
         obs, actions = batch.observations, batch.actions
         with torch.no_grad():
@@ -134,8 +134,7 @@ class IQL(Agent):
         actor_loss = -(weights * log_prob).mean(-1)
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.sum().backward()
-        self.actor_opt.step()
-        self.actor_schedule.step()
+        self.actor_opt.step()  # then the actor's LR schedule steps (Agent.advance)
 
         q1, q2 = self.critic(obs, actions)
         critic_loss = ((q1 - td_target).square() + (q2 - td_target).square()).mean(-1)
@@ -143,8 +142,6 @@ class IQL(Agent):
         critic_loss.sum().backward()
         self.critic_opt.step()
         polyak_(self.target_critic, self.critic, cfg.tau)
-
-        self.step += 1
         return {
             "value_loss": value_loss.detach(),
             "actor_loss": actor_loss.detach(),

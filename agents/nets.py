@@ -174,8 +174,25 @@ class SeedMLP(nn.Module):
 
 
 def adam(parameters: Iterable[nn.Parameter], lr: float) -> torch.optim.Adam:
-    """Adam (PyTorch defaults: betas 0.9/0.999, eps 1e-8, as optax.adam) with the fused kernel."""
-    return torch.optim.Adam(parameters, lr=lr, fused=True)
+    """Adam (PyTorch defaults: betas 0.9/0.999, eps 1e-8, as optax.adam) with the fused kernel.
+
+    The learning rate is a 0-dim float32 tensor on the parameters' device that the kernel reads when it runs,
+    so that a captured CUDA graph follows a schedule (``capturable`` on CUDA: the step counts stay there too).
+    ``initial_lr`` stays a float: a ``LambdaLR`` then computes each rate on the host and writes it in place,
+    never reading the device.
+    """
+    parameters = list(parameters)
+    device = parameters[0].device
+    optimizer = torch.optim.Adam(parameters, lr=torch.tensor(lr, device=device), fused=True,
+                                 capturable=device.type == "cuda")
+    for group in optimizer.param_groups:
+        group["initial_lr"] = lr
+    return optimizer
+
+
+def cosine_annealing(t: float, t_max: float) -> float:
+    """``CosineAnnealingLR``'s factor with ``eta_min = 0`` in closed form: ``0.5 (1 + cos(pi t / t_max))``."""
+    return 0.5 * (1.0 + math.cos(math.pi * t / t_max))
 
 
 @torch.no_grad()
@@ -199,7 +216,12 @@ def clip_grad_norm_per_seed_(parameters: Iterable[nn.Parameter], max_norm: float
     norms = torch.linalg.vector_norm(slice_norms.view(len(grads), n_seeds), dim=0)
     if max_norm > 0:
         scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-        torch._foreach_mul_(grads, [scale.view(n_seeds, *([1] * (g.dim() - 1))) for g in grads])
+        factors = [scale.view(n_seeds, *([1] * (g.dim() - 1))) for g in grads]
+        if torch.compiler.is_compiling():  # Inductor fuses these itself; torch 2.11 mis-generates the foreach
+            for g, factor in zip(grads, factors):  # kernel of a per-seed factor (Triton: in_ptr1 undefined)
+                g.mul_(factor)
+        else:
+            torch._foreach_mul_(grads, factors)
     return norms
 
 

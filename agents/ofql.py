@@ -206,7 +206,10 @@ class OFQL(Agent):
         """One-step actions for ``observations`` ``[n_seeds, ..., obs_dim]``, ``eps ~ N(0, I)`` from ``streams``."""
         return one_step_action(policy, observations, streams.randn(*observations.shape[1:-1], self.act_dim))
 
-    def update(self, batch: Batch) -> dict[str, Tensor]:
+    def control_key(self) -> tuple[bool]:
+        return (ema_due(self.step, self.config.ema_start, self.config.ema_every),)
+
+    def learn(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.config
         obs, actions = batch.observations, batch.actions
         n_batch = obs.shape[1]
@@ -236,8 +239,6 @@ class OFQL(Agent):
         if ema_due(self.step, cfg.ema_start, cfg.ema_every):
             ema_(self.ema_actor, self.actor, cfg.ema_decay)
         polyak_(self.target_critic, self.critic, cfg.tau)
-
-        self.step += 1
         return {
             "critic_loss": critic_loss.detach(),
             "bc_loss": bc_loss.detach(),

@@ -193,6 +193,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         force=args.force,
         compile=args.compile,
+        cuda_graphs=args.cuda_graphs,
     )
     run = Run(spec, options)
     if run.finished() is not None:
@@ -357,7 +358,8 @@ def cmd_perf(args: argparse.Namespace) -> None:
     settings = perf.PerfSettings(
         agents=tuple(agents), task=args.task, device=resolve_device(args.device), seed_counts=seed_counts,
         warmup=args.warmup, steps=args.steps, window_seconds=args.window, repeats=args.repeats,
-        action_batch=args.action_batch, compile=args.compile, overrides=tuple(sorted(parse_overrides(args.set or []).items())),
+        action_batch=args.action_batch, compile=args.compile, cuda_graphs=args.cuda_graphs,
+        overrides=tuple(sorted(parse_overrides(args.set or []).items())),
     )
     frame = perf.run_perf(settings, progress=print)
     print(perf.format_table(frame))
@@ -446,6 +448,14 @@ def build_parser() -> argparse.ArgumentParser:
     def add_device_argument(p: argparse.ArgumentParser) -> None:
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
 
+    def add_step_arguments(p: argparse.ArgumentParser, verb: str) -> None:
+        p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help=f"{verb} agent.learn compiled by torch.compile (Inductor); same losses as eager up to float "
+                       "rounding, not part of the run id (default: off)")
+        p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                       help=f"{verb} the update step captured as CUDA graphs and replayed; same results as eager, not "
+                       "part of the run id (default: on for CUDA)")
+
     def add_cell_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("--agent", required=True, help=f"one of: {', '.join(AGENTS)}")
         p.add_argument("--task", help="a task name (`bench list tasks`)")
@@ -474,9 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=1000, help="steps between training-metric lines (default 1000)")
     p.add_argument("--force", action="store_true", help="retrain even if the run already finished")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the update step (CUDA graphs on CUDA); same losses as eager up to float "
-                   "rounding, not part of the run id (default: on for CUDA, off for CPU)")
+    add_step_arguments(p, "train with")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -555,8 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--action-batch", type=int, default=2500,
                    help="sampled actions per act call for the decision frequency, states x the agent's candidates per "
                    "state (default 2500: the OFQL paper's 50 states x 50 candidates)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="time the torch.compile'd update (default: on for CUDA, off for CPU)")
+    add_step_arguments(p, "time")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="hyperparameter override for every agent (repeatable)")
     add_results_argument(p)

@@ -26,12 +26,13 @@ For each agent, at the task's observation/action sizes and the agent's resolved 
 No dataset is needed: the sizes come from the task's Gymnasium environment, and the transitions are
 random tensors made on the device, passed through the agent's own ``preprocess`` and sampled by the
 training loop's per-seed ``"batches"`` streams, on the device. Timed windows contain nothing but
-``agent.update(sample())`` (or ``agent.act``): no host read or synchronisation inside; the device is
-synchronised only at the ends of a window. Updates are timed in the agent's main phase: ``agent.step``
-starts past DTQL's pre-training, CQL's BC warm-up and the EMA start, so cheap warm-up phases cannot
-flatter the numbers. ``--compile`` times the ``torch.compile``d update (``benchmarks/compiling.py``;
-compilation happens during the warm-up, the first update's time is reported separately; the ``compile``
-column says ``eager`` for eager timings).
+training steps exactly as ``bench run`` takes them (``benchmarks/stepping.py``: sampling and update, replayed
+from CUDA graphs on CUDA unless ``--no-cuda-graphs``, compiled with ``--compile``), or ``agent.act``: no host
+read or synchronisation inside; the device is synchronised only at the ends of a window. Updates are timed
+in the agent's main phase: ``agent.step`` starts past DTQL's pre-training, CQL's BC warm-up and the EMA
+start, so cheap warm-up phases cannot flatter the numbers. Compilation and graph capture happen during the
+warm-up; the first update's time is reported separately. The ``compile`` column names the step's mode
+(``eager``, ``default`` for Inductor, either with ``+cuda-graphs``).
 
 Results: a table on stdout, ``results/perf/perf-<task>-<device>-<time>.csv`` and a figure beside it
 (PNG, PDF); ``bench report`` renders the latest CSV rows as a compute table (``analysis/compute.py``).
@@ -60,7 +61,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agents.base import Agent, SeedStreams, Transitions
 from benchmarks import provenance
-from benchmarks.compiling import compile_update, compile_wanted
+from benchmarks.stepping import TrainingStep
 from benchmarks.cpu_memory import keep_freed_memory, release_freed_memory
 from benchmarks.errors import DataError
 from benchmarks.tasks import Task, get_task
@@ -82,7 +83,8 @@ class PerfSettings:
     window_seconds: float = 2.0
     repeats: int = 5  # timed windows of updates (and of action batches)
     action_batch: int = PAPER_ACTION_BATCH
-    compile: bool | None = None  # None: on for CUDA only (as bench run)
+    compile: bool | None = None  # torch.compile agent.learn; None: off (as bench run)
+    cuda_graphs: bool | None = None  # replay the step from CUDA graphs; None: on for CUDA (as bench run)
     overrides: tuple[tuple[str, Any], ...] = ()  # hyperparameter overrides (--set), applied to every agent
 
 
@@ -220,15 +222,10 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
     memory = MemoryMeter(device)
     memory.start()
     agent = spec.build_agent(obs_dim, act_dim, device)
-    wanted = compile_wanted(settings.compile, device)
-    compile_mode = compile_update(agent) if wanted else None
     data = agent.preprocess(synthetic_transitions(obs_dim, act_dim, device))
     batches = SeedStreams(spec.seeds, "batches", device)
-    n, batch_size = len(data), spec.config.config.batch_size
+    update = TrainingStep(agent, data, batches, settings.compile, settings.cuda_graphs)
     skip_warmup_phases_(agent)
-
-    def update() -> None:
-        agent.update(data.gather(batches.randint(n, batch_size)))
 
     # warm-up: the first call (compilation, if any) timed alone, then the rest calibrate the window
     first = time_calls(update, 1, device)
@@ -238,7 +235,8 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
     rates = [steps / time_calls(update, steps, device) for _ in range(settings.repeats)]
     peak_train = memory.peak_mib()
     with FlopCounterMode(display=False) as flops, OperatorCounter() as update_ops:  # eager: every op dispatched
-        type(agent).update(agent, data.gather(batches.randint(n, batch_size)))
+        type(agent).learn(agent, update.sample())
+    agent.advance()
     gflop = flops.get_total_flops() / 1e9
 
     # decision frequency: act on batches of action_batch sampled actions per seed, the paper's protocol; and the
@@ -266,12 +264,12 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
         "task": settings.task,
         "obs_dim": obs_dim,
         "act_dim": act_dim,
-        "batch_size": batch_size,
+        "batch_size": agent.config.batch_size,
         "n_seeds": n_seeds,
         "device": str(device),
         "device_name": provenance.device_description(device),
         "threads": torch.get_num_threads(),
-        "compile": compile_mode or "eager",
+        "compile": update.mode,
         "warmup": settings.warmup,
         "steps_per_window": steps,
         "repeats": settings.repeats,

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from agents.base import Agent, SeedStreams
 from benchmarks import provenance
-from benchmarks.compiling import compile_update, compile_wanted
+from benchmarks.stepping import TrainingStep
 from benchmarks.cpu_memory import keep_freed_memory
 from benchmarks.config import ResolvedConfig, canonical_json, get_agent_class, resolve_config
 from benchmarks.data import TaskData, load_task_data
@@ -138,7 +138,8 @@ class RunOptions:
     progress: bool = True
     handle_signals: bool = True
     force: bool = False  # retrain a finished run from scratch
-    compile: bool | None = None  # torch.compile the update (benchmarks/compiling.py); None: on for CUDA only
+    compile: bool | None = None  # torch.compile agent.learn (benchmarks/stepping.py); None: off
+    cuda_graphs: bool | None = None  # replay each step from CUDA graphs (benchmarks/stepping.py); None: on for CUDA
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
@@ -259,7 +260,6 @@ class Run:
     def _train_locked(self, data: TaskData) -> dict[str, Any]:
         spec, device = self.spec, self.options.device
         agent = spec.build_agent(data.obs_dim, data.act_dim, device)
-        compile_mode = compile_update(agent) if compile_wanted(self.options.compile, device) else None
         transitions = agent.preprocess(data.transitions)
         batches = SeedStreams(spec.seeds, "batches", device)
         evaluator = Evaluator(data.make_env, self.protocol, len(spec.seeds), data.ref_min_score, data.ref_max_score, device)
@@ -271,13 +271,13 @@ class Run:
         else:
             self._start(data)
             metrics_path.write_text("")
-        segment = {"from_step": state["step"], "compile": compile_mode, **provenance.collect(device)}
+        training_step = TrainingStep(agent, transitions, batches, self.options.compile, self.options.cuda_graphs)
+        segment = {"from_step": state["step"], "step_mode": training_step.mode, **provenance.collect(device)}
         state["segments"].append(segment)
         with open(self.dir / "starts.jsonl", "a") as f:  # one line per (re)start, never cut back
             f.write(json.dumps(segment) + "\n")
 
         stop = StopFlag()
-        n = len(transitions)
         bar = tqdm(
             total=self.steps, initial=state["step"], disable=not self.options.progress, unit="step",
             desc=f"{spec.agent} {spec.task.name}", mininterval=1.0, dynamic_ncols=True,
@@ -286,7 +286,7 @@ class Run:
             with stop.installed(self.options.handle_signals), open(metrics_path, "a") as metrics_file:
                 tick = time.perf_counter()
                 for step in range(state["step"] + 1, self.steps + 1):
-                    metrics = agent.update(transitions.gather(batches.randint(n, agent.config.batch_size)))
+                    metrics = training_step()
                     bar.update(1)
                     if step % self.options.log_interval == 0:
                         line = {"kind": "train", "step": step, **{k: v.tolist() for k, v in metrics.items()}}

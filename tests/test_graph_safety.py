@@ -1,0 +1,102 @@
+"""Every agent's ``learn`` can be captured once per ``control_key`` as a CUDA graph and replayed: checked on the CPU.
+
+A CUDA graph replays the kernels, with the arguments, that one call recorded; the Python around them does not
+run again. So ``learn`` must (1) change no Python state (the step counter and the learning rates move in
+``advance``) and (2) dispatch the same operators with the same non-tensor arguments at every step with the
+same ``control_key``. Both are checked here on every agent at its hopper config, over steps that cross each
+of its branches (EMA due every 5 steps, CQL's BC warm-up, DTQL's pre-training) with its learning-rate
+schedules on, so that a rate passed to Adam as a Python float, or a branch missing from ``control_key``,
+would show as two operator sequences for one key. As in ``benchmarks/stepping.py``, the first steps with each
+key are warm-up (Adam makes its state at its first step) and are not compared. ``tests/test_perf.py`` replays real graphs on CUDA.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+import torch
+from torch.utils._pytree import tree_flatten
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from agents import AGENTS
+from agents.base import Agent, SeedStreams
+from benchmarks.perf import synthetic_transitions
+from benchmarks.stepping import WARMUP_STEPS
+from benchmarks.training import Cell
+
+OBS, ACT = 11, 3
+# per agent: overrides that put a branch and a changing learning rate into a short run, and the first step
+WINDOWS = {
+    "ofql": ({}, "ema_start", -3),
+    "dql": ({"lr_decay": True, "lr_decay_every": 2}, "ema_start", -3),
+    "cpql": ({"lr_decay": True, "lr_decay_t_max": 8}, "ema_start", -3),
+    "dtql": ({"pretrain_steps": 4, "lr_decay": True, "steps": 20}, None, 0),
+    "cql": ({"bc_steps": 4}, None, 0),
+    "iql": ({"actor_lr_schedule": "cosine", "steps": 16}, None, 0),
+    "bc": ({}, None, 0),
+}
+STEPS = 14
+
+
+class OperatorRecorder(TorchDispatchMode):
+    """The operators dispatched in the block, each with its tensors' shapes and dtypes and its other arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        leaves, _ = tree_flatten((args, kwargs or {}))
+        self.calls.append((str(func), tuple(describe(x) for x in leaves)))
+        return func(*args, **(kwargs or {}))
+
+
+def describe(x):
+    if isinstance(x, torch.Tensor):
+        return ("tensor", tuple(x.shape), x.dtype)
+    if isinstance(x, torch.Generator):
+        return ("generator",)
+    if isinstance(x, torch.ScriptObject):  # the profiler's markers, a new handle each call
+        return ("script object",)
+    return x  # a value a captured kernel would keep: it must not change between steps with one key
+
+
+def python_state(agent: Agent) -> dict:
+    plain = {k: v for k, v in vars(agent).items() if isinstance(v, (bool, int, float, str, tuple, type(None)))}
+    schedules = {k: v.last_epoch for k, v in vars(agent).items() if isinstance(v, torch.optim.lr_scheduler.LRScheduler)}
+    return {**plain, **schedules}
+
+
+def test_every_agent_has_a_window():
+    assert WINDOWS.keys() == AGENTS.keys()
+
+
+@pytest.mark.parametrize("name", list(AGENTS))
+def test_learn_is_one_operator_sequence_per_control_key(name):
+    overrides, start_field, offset = WINDOWS[name]
+    agent = Cell(name, "hopper-medium-v2", (0, 1), tuple(overrides.items())).spec().build_agent(OBS, ACT, "cpu")
+    agent.step = (getattr(agent.config, start_field) if start_field else 0) + offset
+    data = agent.preprocess(synthetic_transitions(OBS, ACT, torch.device("cpu"), n=1024))
+    batches = SeedStreams(agent.seeds, "batches", "cpu")
+    rates = [group["lr"] for opt in vars(agent).values() if isinstance(opt, torch.optim.Optimizer)
+             for group in opt.param_groups]
+    assert all(isinstance(lr, torch.Tensor) for lr in rates), "a learning rate a graph would bake in"
+    sequences, seen, rate_values = defaultdict(set), defaultdict(int), set()
+    for _ in range(STEPS):
+        key, before = agent.control_key(), python_state(agent)
+        batch = data.gather(batches.randint(len(data), agent.config.batch_size))
+        with OperatorRecorder() as recorder:
+            agent.learn(batch)
+        assert python_state(agent) == before, f"{name}.learn changed Python state"
+        seen[key] += 1
+        if seen[key] > WARMUP_STEPS:
+            sequences[key].add(tuple(recorder.calls))
+        agent.advance()
+        rate_values.add(tuple(float(lr) for lr in rates))
+    assert all(len(calls) == 1 for calls in sequences.values()), f"{name}: a branch outside control_key"
+    assert len(sequences) == (1 if name in ("iql", "bc") else 2), "the window should replay each side of the branch"
+    assert [group["lr"] for opt in vars(agent).values() if isinstance(opt, torch.optim.Optimizer)
+            for group in opt.param_groups] == rates  # written in place, never replaced
+    if name in ("dql", "cpql", "dtql", "iql"):
+        assert len(rate_values) > 2, "the schedule should move within the window"
