@@ -6,7 +6,8 @@ run again. So ``learn`` must (1) change no Python state (the step counter and th
 same ``control_key``. Both are checked here on every agent at its hopper config, over steps that cross each
 of its branches (EMA due every 5 steps, CQL's BC warm-up, DTQL's pre-training) with its learning-rate
 schedules on, so that a rate passed to Adam as a Python float, or a branch missing from ``control_key``,
-would show as two operator sequences for one key. As in ``benchmarks/stepping.py``, the first steps with each
+would show as two operator sequences for one key. Every generator ``learn`` draws from must be one of the
+agent's ``random_streams``, the ones registered with each graph. As in ``benchmarks/stepping.py``, the first steps with each
 key are warm-up (Adam makes its state at its first step) and are not compared. ``tests/test_perf.py`` replays real graphs on CUDA.
 """
 
@@ -45,10 +46,12 @@ class OperatorRecorder(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[tuple] = []
+        self.generators: set[int] = set()  # seeds of the generators drawn from (each stream's is its own)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         leaves, _ = tree_flatten((args, kwargs or {}))
         self.calls.append((str(func), tuple(describe(x) for x in leaves)))
+        self.generators.update(x.initial_seed() for x in leaves if isinstance(x, torch.Generator))
         return func(*args, **(kwargs or {}))
 
 
@@ -83,12 +86,14 @@ def test_learn_is_one_operator_sequence_per_control_key(name):
              for group in opt.param_groups]
     assert all(isinstance(lr, torch.Tensor) for lr in rates), "a learning rate a graph would bake in"
     sequences, seen, rate_values = defaultdict(set), defaultdict(int), set()
+    registered = {g.initial_seed() for streams in agent.random_streams() for g in streams.generators}
     for _ in range(STEPS):
         key, before = agent.control_key(), python_state(agent)
         batch = data.gather(batches.randint(len(data), agent.config.batch_size))
         with OperatorRecorder() as recorder:
             agent.learn(batch)
         assert python_state(agent) == before, f"{name}.learn changed Python state"
+        assert recorder.generators <= registered, f"{name}.learn draws from a generator outside random_streams()"
         seen[key] += 1
         if seen[key] > WARMUP_STEPS:
             sequences[key].add(tuple(recorder.calls))
