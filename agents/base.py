@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -211,9 +212,9 @@ class Agent:
         self.step += 1
         for schedule in self._stateful().values():
             if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler):
-                with warnings.catch_warnings():  # a factor of the update count: DTQL's actor schedule counts from
-                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")  # before its first step
-                    schedule.step()
+                with warnings.catch_warnings():  # each rate is a factor of the update count, so stepping before the
+                    warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))  # optimiser's
+                    schedule.step()  # first step (DTQL's actor, during pre-training) skips nothing
 
     def act(self, observations: Tensor) -> Tensor:
         """Evaluation actions ``[n_seeds, n, act_dim]`` in [-1, 1] for ``[n_seeds, n, obs_dim]``."""
