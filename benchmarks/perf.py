@@ -27,7 +27,8 @@ No dataset is needed: the sizes come from the task's Gymnasium environment, and 
 random tensors made on the device, passed through the agent's own ``preprocess`` and sampled by the
 training loop's per-seed ``"batches"`` streams, on the device. Timed windows contain nothing but
 training steps exactly as ``bench run`` takes them (``benchmarks/stepping.py``: sampling and update, replayed
-from CUDA graphs on CUDA unless ``--no-cuda-graphs``, compiled with ``--compile``), or ``agent.act``: no host
+from CUDA graphs on CUDA unless ``--no-cuda-graphs``, compiled with ``--compile``), or acting (``agent.act``, also
+replayed from a CUDA graph on CUDA): no host
 read or synchronisation inside; the device is synchronised only at the ends of a window. Updates are timed
 in the agent's main phase: ``agent.step`` starts past DTQL's pre-training, CQL's BC warm-up and the EMA
 start, so cheap warm-up phases cannot flatter the numbers. Compilation and graph capture happen during the
@@ -61,7 +62,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agents.base import Agent, SeedStreams, Transitions
 from benchmarks import provenance
-from benchmarks.stepping import TrainingStep
+from benchmarks.stepping import WARMUP_STEPS, TrainingStep
 from benchmarks.cpu_memory import keep_freed_memory, release_freed_memory
 from benchmarks.errors import DataError
 from benchmarks.tasks import Task, get_task
@@ -224,18 +225,18 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
     agent = spec.build_agent(obs_dim, act_dim, device)
     data = agent.preprocess(synthetic_transitions(obs_dim, act_dim, device))
     batches = SeedStreams(spec.seeds, "batches", device)
-    update = TrainingStep(agent, data, batches, settings.compile, settings.cuda_graphs)
+    step = TrainingStep(agent, data, batches, settings.compile, settings.cuda_graphs)
     skip_warmup_phases_(agent)
 
-    # warm-up: the first call (compilation, if any) timed alone, then the rest calibrate the window
-    first = time_calls(update, 1, device)
+    # warm-up: the first call (compilation, if any) timed alone, then the rest (graph captures) calibrate the window
+    first = time_calls(step, 1, device)
     rest = max(1, settings.warmup - 1)
-    per_update = time_calls(update, rest, device) / rest
+    per_update = time_calls(step, rest, device) / rest
     steps = calls_per_window(per_update, settings.steps, settings.window_seconds)
-    rates = [steps / time_calls(update, steps, device) for _ in range(settings.repeats)]
+    rates = [steps / time_calls(step, steps, device) for _ in range(settings.repeats)]
     peak_train = memory.peak_mib()
     with FlopCounterMode(display=False) as flops, OperatorCounter() as update_ops:  # eager: every op dispatched
-        type(agent).learn(agent, update.sample())
+        type(agent).learn(agent, step.sample())
     agent.advance()
     gflop = flops.get_total_flops() / 1e9
 
@@ -246,15 +247,17 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
     states_per_batch = max(1, settings.action_batch // agent.candidates_per_state)
     states = torch.randn(n_seeds, states_per_batch, obs_dim, generator=g, device=device)
     single = states[:, :1].contiguous()
-    per_batch = time_calls(lambda: agent.act(states), 1, device)  # warm-up + calibration
+    for observations in (states, single):  # warm-up (graph captures); then calibration
+        time_calls(lambda: step.act(observations), WARMUP_STEPS + 1, device)
+    per_batch = time_calls(lambda: step.act(states), 1, device)
     calls = calls_per_window(per_batch, None, settings.window_seconds / 2)
-    act_rates = [calls / time_calls(lambda: agent.act(states), calls, device) for _ in range(settings.repeats)]
+    act_rates = [calls / time_calls(lambda: step.act(states), calls, device) for _ in range(settings.repeats)]
     peak_act = memory.peak_mib()
-    with OperatorCounter() as act_ops:
+    with OperatorCounter() as act_ops:  # eager
         agent.act(states)
-    per_action = time_calls(lambda: agent.act(single), 3, device) / 3
+    per_action = time_calls(lambda: step.act(single), 3, device) / 3
     action_calls = calls_per_window(per_action, None, settings.window_seconds / 4)
-    latencies = [time_calls(lambda: agent.act(single), action_calls, device) / action_calls
+    latencies = [time_calls(lambda: step.act(single), action_calls, device) / action_calls
                  for _ in range(settings.repeats)]
 
     ups = window_stats(rates)
@@ -269,7 +272,7 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
         "device": str(device),
         "device_name": provenance.device_description(device),
         "threads": torch.get_num_threads(),
-        "compile": update.mode,
+        "compile": step.mode,
         "warmup": settings.warmup,
         "steps_per_window": steps,
         "repeats": settings.repeats,

@@ -6,6 +6,7 @@ The algorithm stays in the agent's file, in eager PyTorch; this module only wrap
 **CUDA graphs** (``--cuda-graphs``, default on for CUDA). On a GPU these small networks are bound by the
 host: each of an update's few hundred operators costs a kernel launch and its Python and dispatcher
 overhead (about 40 µs each on the H100 machine measured, see the README), far more than its arithmetic.
+The same holds for ``act``, which :class:`CapturedActions` replays from one graph per observation shape.
 :class:`CapturedSteps` records the whole device side of a step (batch sampling, forward and backward
 passes, clipping, fused Adam, target updates) once as a CUDA graph and then replays it with one launch.
 What an agent does on the host stays on the host: :meth:`Agent.advance` counts the step and writes the
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Hashable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -77,59 +79,84 @@ def compile_learn(agent: Agent, backend: str = "inductor") -> str:
     return mode
 
 
-class CapturedSteps:
-    """``agent.learn(sample())`` captured as one CUDA graph per ``agent.control_key()``, then replayed.
+class CapturedGraphs:
+    """A piece of device work captured as one CUDA graph per key and replayed: :meth:`run` ``(key, work)`` runs
+    ``work()`` eagerly (on a side stream) the first ``WARMUP_STEPS`` times a key comes, then captures it, then
+    replays it. ``work`` must dispatch the same kernels, with the same arguments, every time its key comes.
 
-    Each call is one training step and returns its metrics; a replayed step's metrics live in its graph's
-    memory and are overwritten by the next replay of that graph (read them before the next step).
+    The outputs of a replayed graph live in its memory and are overwritten by its next replay.
     """
 
-    def __init__(self, agent: Agent, sample: Callable[[], Batch], streams: list[SeedStreams]):
-        self.agent, self.sample = agent, sample
+    def __init__(self, agent: Agent, streams: list[SeedStreams], what: str):
+        self.agent, self.what = agent, what
         self.generators = [g for s in streams for g in s.generators if g.device.type == "cuda"]
         self.stream = torch.cuda.Stream(agent.device)  # warm-up and capture: never the default stream
-        self.graphs: dict[Hashable, tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]] = {}
-        self.eager_steps: Counter[Hashable] = Counter()
+        self.graphs: dict[Hashable, tuple[torch.cuda.CUDAGraph, Any]] = {}
+        self.eager_runs: Counter[Hashable] = Counter()
 
-    def __call__(self) -> dict[str, Tensor]:
-        key = self.agent.control_key()
+    def run(self, key: Hashable, work: Callable[[], Any]) -> Any:
         if key in self.graphs:
-            graph, metrics = self.graphs[key]
+            graph, outputs = self.graphs[key]
             graph.replay()
-        elif self.eager_steps[key] < WARMUP_STEPS:
-            self.eager_steps[key] += 1
-            metrics = self._on_side_stream(lambda: self.agent.learn(self.sample()))
-        else:
-            metrics = self._capture(key)
-        self.agent.advance()
-        return metrics
-
-    def _on_side_stream(self, work: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
-        self.stream.wait_stream(torch.cuda.current_stream(self.agent.device))
-        with torch.cuda.stream(self.stream):
-            metrics = work()
-        torch.cuda.current_stream(self.agent.device).wait_stream(self.stream)
-        return metrics
-
-    def _capture(self, key: Hashable) -> dict[str, Tensor]:
+            return outputs
+        if self.eager_runs[key] < WARMUP_STEPS:
+            self.eager_runs[key] += 1
+            self.stream.wait_stream(torch.cuda.current_stream(self.agent.device))
+            with torch.cuda.stream(self.stream):
+                outputs = work()
+            torch.cuda.current_stream(self.agent.device).wait_stream(self.stream)
+            return outputs
         graph = torch.cuda.CUDAGraph()
         for generator in self.generators:
             graph.register_generator_state(generator)
         try:
             with torch.cuda.graph(graph, stream=self.stream):
-                metrics = self.agent.learn(self.sample())
+                outputs = work()
         except RuntimeError as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise BenchError(f"CUDA graph capture of {self.agent.name}'s update failed: {first}",
+            raise BenchError(f"CUDA graph capture of {self.agent.name}'s {self.what} failed: {first}",
                              "rerun with --no-cuda-graphs") from err
-        graph.replay()  # capturing recorded the step without running it
-        self.graphs[key] = (graph, metrics)
+        graph.replay()  # capturing recorded the work without running it
+        self.graphs[key] = (graph, outputs)
+        return outputs
+
+
+class CapturedSteps:
+    """Training steps: ``agent.learn(sample())`` replayed from one graph per ``agent.control_key()``, then
+    ``agent.advance()`` on the host. Returns the step's metrics (read them before the next step)."""
+
+    def __init__(self, agent: Agent, sample: Callable[[], Batch], streams: list[SeedStreams]):
+        self.agent, self.sample = agent, sample
+        self.graphs = CapturedGraphs(agent, streams, "update")
+
+    def __call__(self) -> dict[str, Tensor]:
+        metrics = self.graphs.run(self.agent.control_key(), lambda: self.agent.learn(self.sample()))
+        self.agent.advance()
         return metrics
+
+
+class CapturedActions:
+    """``agent.act`` replayed from one graph per observation shape (evaluation and ``bench perf`` call it with
+    one shape): the observations are copied into the graph's input, and the actions copied out."""
+
+    def __init__(self, agent: Agent):
+        self.agent = agent
+        self.graphs = CapturedGraphs(agent, agent.random_streams(), "act")
+        self.inputs: dict[tuple, Tensor] = {}
+
+    def __call__(self, observations: Tensor) -> Tensor:
+        key = (tuple(observations.shape), observations.dtype)
+        if key not in self.inputs:
+            self.inputs[key] = torch.empty_like(observations)
+        static = self.inputs[key]
+        static.copy_(observations)
+        return self.graphs.run(key, lambda: self.agent.act(static)).clone()
 
 
 class TrainingStep:
     """One training step of ``agent`` on ``transitions`` with batches from ``batches``, run as asked:
-    ``learn`` compiled or not, replayed from CUDA graphs or not. ``mode`` names it ("eager", "default",
+    ``learn`` compiled or not, replayed from CUDA graphs or not; and :attr:`act`, the agent's ``act`` run
+    the same way (replayed from CUDA graphs with them). ``mode`` names the step ("eager", "default",
     "eager+cuda-graphs", ...) for provenance and ``bench perf``."""
 
     def __init__(self, agent: Agent, transitions: Transitions, batches: SeedStreams,
@@ -139,8 +166,10 @@ class TrainingStep:
         self.sample: Callable[[], Batch] = lambda: transitions.gather(batches.randint(n, batch_size))
         compile_mode = compile_learn(agent) if compile else "eager"  # off by default: see the module's docstring
         self.captured = None
+        self.act: Callable[[Tensor], Tensor] = agent.act
         if cuda_graphs_wanted(cuda_graphs, agent.device):
             self.captured = CapturedSteps(agent, self.sample, [batches, *agent.random_streams()])
+            self.act = CapturedActions(agent)
         self.mode = compile_mode + ("+cuda-graphs" if self.captured else "")
 
     def __call__(self) -> dict[str, Tensor]:

@@ -294,7 +294,7 @@ class Run:
                     if step % self.protocol.eval_interval == 0 or step == self.steps:
                         state["train_seconds"] += time.perf_counter() - tick
                         tick = time.perf_counter()
-                        evaluation = evaluator.run(agent.act)
+                        evaluation = evaluator.run(training_step.act)
                         state["eval_seconds"] += time.perf_counter() - tick
                         record = {"kind": "eval", "step": step, **evaluation.per_seed(),
                                   "episode_returns": evaluation.returns.tolist()}

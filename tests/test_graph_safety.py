@@ -1,4 +1,4 @@
-"""Every agent's ``learn`` can be captured once per ``control_key`` as a CUDA graph and replayed: checked on the CPU.
+"""Every agent's ``learn`` (and ``act``) can be captured as CUDA graphs and replayed: checked on the CPU.
 
 A CUDA graph replays the kernels, with the arguments, that one call recorded; the Python around them does not
 run again. So ``learn`` must (1) change no Python state (the step counter and the learning rates move in
@@ -105,3 +105,22 @@ def test_learn_is_one_operator_sequence_per_control_key(name):
             for group in opt.param_groups] == rates  # written in place, never replaced
     if name in ("dql", "cpql", "dtql", "iql"):
         assert len(rate_values) > 2, "the schedule should move within the window"
+
+
+@pytest.mark.parametrize("name", list(AGENTS))
+def test_act_is_one_operator_sequence_per_observation_shape(name):
+    """``act``, replayed from one graph per observation shape on CUDA, likewise: one operator sequence for
+    observations of one shape, no Python state changed, only registered generators drawn from."""
+    agent = Cell(name, "hopper-medium-v2", (0, 1), ()).spec().build_agent(OBS, ACT, "cpu")
+    registered = {g.initial_seed() for streams in agent.random_streams() for g in streams.generators}
+    g = torch.Generator().manual_seed(0)
+    sequences = set()
+    for call in range(WARMUP_STEPS + 3):
+        before, observations = python_state(agent), torch.randn(2, 4, OBS, generator=g)
+        with OperatorRecorder() as recorder:
+            agent.act(observations)
+        assert python_state(agent) == before, f"{name}.act changed Python state"
+        assert recorder.generators <= registered, f"{name}.act draws from a generator outside random_streams()"
+        if call >= WARMUP_STEPS:
+            sequences.add(tuple(recorder.calls))
+    assert len(sequences) == 1

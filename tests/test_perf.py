@@ -24,7 +24,7 @@ from agents.base import Agent, Batch, SeedStreams
 from analysis import compute
 from benchmarks.cli import main
 from benchmarks.errors import BenchError
-from benchmarks.stepping import TrainingStep, compile_learn, cuda_graphs_wanted
+from benchmarks.stepping import CapturedActions, TrainingStep, compile_learn, cuda_graphs_wanted
 from benchmarks.cpu_memory import keep_freed_memory
 from benchmarks.perf import MemoryMeter, skip_warmup_phases_, synthetic_transitions, task_sizes
 from benchmarks.tasks import get_task
@@ -179,10 +179,24 @@ def test_steps_replayed_from_cuda_graphs_equal_eager_steps(name, compiled):
             torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5,
                                        msg=lambda m, key=key: f"{name} {key}: {m}")
     (eager, eager_batches), (graphed, graphed_batches) = agents
-    assert graphed.step == eager.step and len(steps[1].captured.graphs) == (1 if field is None else 2)
+    assert graphed.step == eager.step and len(steps[1].captured.graphs.graphs) == (1 if field is None else 2)
     assert_same_parameters(eager, graphed, steps=24)
     for a, b in ((eager_batches, graphed_batches), *zip(eager.random_streams(), graphed.random_streams())):
         assert all(torch.equal(x.get_state(), y.get_state()) for x, y in zip(a.generators, b.generators))
+
+
+@pytest.mark.parametrize("name", list(AGENTS))
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_actions_replayed_from_a_cuda_graph_equal_eager_actions(name):
+    """Six action batches (two eager warm-ups, the capture, three replays) against the same calls run eagerly."""
+    cuda = torch.device("cuda")
+    eager, graphed = hopper_agent(name, (0, 1), cuda), hopper_agent(name, (0, 1), cuda)
+    act = CapturedActions(graphed)
+    g = torch.Generator(device=cuda).manual_seed(0)
+    for _ in range(6):
+        observations = torch.randn(2, 50, OBS, generator=g, device=cuda)
+        torch.testing.assert_close(act(observations), eager.act(observations), rtol=1e-5, atol=1e-6)
+    assert len(act.graphs.graphs) == 1
 
 
 # ------------------------------------------------------------------------------------------------ seeds
