@@ -217,7 +217,8 @@ class Agent:
                     schedule.step()  # first step (DTQL's actor, during pre-training) skips nothing
 
     def act(self, observations: Tensor) -> Tensor:
-        """Evaluation actions ``[n_seeds, n, act_dim]`` in [-1, 1] for ``[n_seeds, n, obs_dim]``."""
+        """Evaluation actions ``[n_seeds, n, act_dim]`` in [-1, 1] for ``[n_seeds, n, obs_dim]``; like
+        :meth:`learn`, the same operators for every call with one shape (replayed from a CUDA graph)."""
         raise NotImplementedError
 
     @property
