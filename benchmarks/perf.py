@@ -62,7 +62,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agents.base import Agent, SeedStreams, Transitions
 from benchmarks import provenance
-from benchmarks.stepping import WARMUP_STEPS, TrainingStep
+from benchmarks.stepping import WARMUP_STEPS, TrainingStep, cuda_graphs_wanted
 from benchmarks.cpu_memory import keep_freed_memory, release_freed_memory
 from benchmarks.errors import DataError
 from benchmarks.tasks import Task, get_task
@@ -86,6 +86,9 @@ class PerfSettings:
     action_batch: int = PAPER_ACTION_BATCH
     compile: bool | None = None  # torch.compile agent.learn; None: off (as bench run)
     cuda_graphs: bool | None = None  # replay the step from CUDA graphs; None: on for CUDA (as bench run)
+
+    def __post_init__(self) -> None:
+        cuda_graphs_wanted(self.cuda_graphs, self.device)  # refused before any agent is timed
     overrides: tuple[tuple[str, Any], ...] = ()  # hyperparameter overrides (--set), applied to every agent
 
 

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from agents.base import Agent, SeedStreams
 from benchmarks import provenance
-from benchmarks.stepping import TrainingStep
+from benchmarks.stepping import TrainingStep, cuda_graphs_wanted
 from benchmarks.cpu_memory import keep_freed_memory
 from benchmarks.config import ResolvedConfig, canonical_json, get_agent_class, resolve_config
 from benchmarks.data import TaskData, load_task_data
@@ -140,6 +140,9 @@ class RunOptions:
     force: bool = False  # retrain a finished run from scratch
     compile: bool | None = None  # torch.compile agent.learn (benchmarks/stepping.py); None: off
     cuda_graphs: bool | None = None  # replay each step from CUDA graphs (benchmarks/stepping.py); None: on for CUDA
+
+    def __post_init__(self) -> None:
+        cuda_graphs_wanted(self.cuda_graphs, self.device)  # refused before anything is written
 
 
 def write_json_atomic(path: Path, value: Any) -> None:

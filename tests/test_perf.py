@@ -56,7 +56,10 @@ def test_task_sizes_come_from_the_environment_without_data():
 # ------------------------------------------------------------------------------------------------ compile
 
 
-def test_cuda_graphs_default_on_for_cuda_and_are_refused_elsewhere():
+def test_cuda_graphs_default_on_for_cuda_and_are_refused_elsewhere(tmp_path, capsys):
+    for command in (["run", "--agent", "bc", "--task", "hopper-medium-v2"], ["perf", "--agents", "bc"]):
+        assert main([*command, "--cuda-graphs", "--device", "cpu", "--results", str(tmp_path)]) == 2
+        assert "--cuda-graphs needs a CUDA device" in capsys.readouterr().err and not any(tmp_path.iterdir())
     cuda = torch.device("cuda")
     assert cuda_graphs_wanted(None, cuda) and not cuda_graphs_wanted(False, cuda)
     assert not cuda_graphs_wanted(None, CPU)
