@@ -6,14 +6,14 @@ The algorithm stays in the agent's file, in eager PyTorch; this module only wrap
 **CUDA graphs** (``--cuda-graphs``, default on for CUDA). On a GPU these small networks are bound by the
 host: each of an update's few hundred operators costs a kernel launch and its Python and dispatcher
 overhead (about 40 µs each on the H100 machine measured, see the README), far more than its arithmetic.
-The same holds for ``act``, which :class:`CapturedActions` replays from one graph per observation shape.
 :class:`CapturedSteps` records the whole device side of a step (batch sampling, forward and backward
 passes, clipping, fused Adam, target updates) once as a CUDA graph and then replays it with one launch.
 What an agent does on the host stays on the host: :meth:`Agent.advance` counts the step and writes the
 learning rates into the optimisers' lr tensors. ``Agent.learn`` reads Python state only through
 ``Agent.control_key`` (EMA due, training phase), so one graph is captured per key (at most two per agent)
 after two eager warm-up steps with that key, which are real steps. The per-seed generators are
-registered with every graph, so each replay draws what the eager step would have drawn.
+registered with every graph, so each replay draws what the eager step would have drawn. The same holds
+for ``act``, which :class:`CapturedActions` replays from one graph per observation shape.
 
 **torch.compile** (``--compile``, default off). Dynamo splits ``learn`` wherever it cannot trace (every
 draw from a per-seed ``torch.Generator``, ``zero_grad``, ``backward``): 7 graphs per update for IQL, 19
@@ -28,8 +28,9 @@ frees (CQL's temperature gradient is therefore set in closed form, not by a seco
 
 ``tests/test_perf.py`` checks that compiled steps give the eager losses and weights (IQL through
 Inductor, OFQL and CQL through Dynamo + AOTAutograd on the CPU; every agent through Inductor on CUDA)
-and, on CUDA, that replayed steps give the eager ones; ``tests/test_graph_safety.py`` checks on the CPU
-that ``learn`` depends on Python state only through ``control_key``.
+and, on CUDA, that replayed steps and actions give the eager ones; ``tests/test_graph_safety.py`` checks
+on the CPU that ``learn`` depends on Python state only through ``control_key`` (and ``act`` only on the
+observations' shape).
 """
 
 from __future__ import annotations
