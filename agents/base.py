@@ -160,9 +160,9 @@ REWARD_TRANSFORMS = {
 
 
 class Agent:
-    """Base of the six agents. Subclasses set ``name`` and ``Config`` and implement
-    ``learn`` (with ``control_key`` where it branches) and ``act``; ``state_dict`` collects every module, optimiser, scheduler and
-    random stream they hold, plus the step counter."""
+    """Base of the six agents. Subclasses set ``name`` and ``Config`` and implement ``learn`` (with
+    ``control_key`` where it branches) and ``act``; ``state_dict`` collects every module, optimiser,
+    scheduler and random stream they hold, plus the step counter."""
 
     name: ClassVar[str]
     Config: ClassVar[type[AgentConfig]]
@@ -198,7 +198,7 @@ class Agent:
 
         It reads Python state only through :meth:`control_key` and changes none (the step counter and the
         learning rates move in :meth:`advance`), so that one CUDA graph captured per key replays every update
-        with that key (``benchmarks/graphs.py``; ``tests/test_graph_safety.py`` checks it on the CPU).
+        with that key (``benchmarks/stepping.py``; ``tests/test_graph_safety.py`` checks it on the CPU).
         """
         raise NotImplementedError
 

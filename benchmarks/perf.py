@@ -86,10 +86,10 @@ class PerfSettings:
     action_batch: int = PAPER_ACTION_BATCH
     compile: bool | None = None  # torch.compile agent.learn; None: off (as bench run)
     cuda_graphs: bool | None = None  # replay the step from CUDA graphs; None: on for CUDA (as bench run)
+    overrides: tuple[tuple[str, Any], ...] = ()  # hyperparameter overrides (--set), applied to every agent
 
     def __post_init__(self) -> None:
         cuda_graphs_wanted(self.cuda_graphs, self.device)  # refused before any agent is timed
-    overrides: tuple[tuple[str, Any], ...] = ()  # hyperparameter overrides (--set), applied to every agent
 
 
 # ------------------------------------------------------------------------------------------------ inputs

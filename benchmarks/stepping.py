@@ -56,6 +56,12 @@ def cuda_graphs_wanted(flag: bool | None, device: torch.device) -> bool:
     return device.type == "cuda" if flag is None else flag
 
 
+def first_line(err: Exception) -> str:
+    """The first line of an exception's message, for a one-line :class:`BenchError`."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def compile_learn(agent: Agent, backend: str = "inductor") -> str:
     """Replace ``agent.learn`` by its compiled version (in place); return the mode used.
 
@@ -72,8 +78,8 @@ def compile_learn(agent: Agent, backend: str = "inductor") -> str:
             with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
                 return compiled(batch)
         except torch._dynamo.exc.TorchDynamoException as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise BenchError(f"torch.compile ({mode}) of {agent.name}'s update failed: {type(err).__name__}: {first}",
+            raise BenchError(f"torch.compile ({mode}) of {agent.name}'s update failed: {type(err).__name__}: "
+                             f"{first_line(err)}",
                              "rerun with --no-compile") from err
 
     agent.learn = learn  # an instance attribute: not part of the agent's state dict
@@ -114,8 +120,7 @@ class CapturedGraphs:
             with torch.cuda.graph(graph, stream=self.stream):
                 outputs = work()
         except RuntimeError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise BenchError(f"CUDA graph capture of {self.agent.name}'s {self.what} failed: {first}",
+            raise BenchError(f"CUDA graph capture of {self.agent.name}'s {self.what} failed: {first_line(err)}",
                              "rerun with --no-cuda-graphs") from err
         graph.replay()  # capturing recorded the work without running it
         self.graphs[key] = (graph, outputs)
