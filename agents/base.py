@@ -13,6 +13,7 @@ onto it), as in the D4RL code of every agent here (``max_action = 1``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 import warnings
@@ -210,11 +211,17 @@ class Agent:
         """The host side of an update: count it, then step every learning-rate schedule, which writes its new
         rate (a float computed on the host) into the optimiser's lr tensor (see ``agents.nets.adam``)."""
         self.step += 1
-        for schedule in self._stateful().values():
-            if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler):
-                with warnings.catch_warnings():  # each rate is a factor of the update count, so stepping before the
-                    warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))  # optimiser's
-                    schedule.step()  # first step (DTQL's actor, during pre-training) skips nothing
+        if self.step == 1:
+            # PyTorch warns at a schedule's first step if its optimiser has not stepped yet, as the rate meant for the
+            # first update would be lost; here each rate is a factor of the update count, so stepping first (DTQL's
+            # actor during pre-training) loses nothing.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
+                for schedule in self._schedules:
+                    schedule.step()
+        else:
+            for schedule in self._schedules:
+                schedule.step()
 
     def act(self, observations: Tensor) -> Tensor:
         """Evaluation actions ``[n_seeds, n, act_dim]`` in [-1, 1] for ``[n_seeds, n, obs_dim]``; like
@@ -230,6 +237,10 @@ class Agent:
     def random_streams(self) -> list[SeedStreams]:
         return [s for s in self._stateful().values() if isinstance(s, SeedStreams)]
 
+    @functools.cached_property
+    def _schedules(self) -> list[torch.optim.lr_scheduler.LRScheduler]:
+        return [s for s in self._stateful().values() if isinstance(s, torch.optim.lr_scheduler.LRScheduler)]
+
     def _stateful(self) -> dict[str, Any]:
         kinds = (nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, SeedStreams)
         return {k: v for k, v in vars(self).items() if isinstance(v, kinds)}
@@ -241,5 +252,21 @@ class Agent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, obj in self._stateful().items():
-            obj.load_state_dict(state[name])
+            if isinstance(obj, torch.optim.Optimizer):
+                _load_optimizer_state(obj, state[name])
+            else:
+                obj.load_state_dict(state[name])
         self.step = state["step"]
+
+
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(state)``, keeping what belongs to this process in each parameter group: the lr
+    tensor that the fused kernel (and a CUDA graph captured from it) reads, into which the saved rate is copied (a
+    tensor, or a float in checkpoints written before rates were tensors), and the flags that say how the step runs
+    on this device (``agents.nets.adam``)."""
+    kept = [{key: group[key] for key in ("lr", "fused", "foreach", "capturable") if key in group}
+            for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, own in zip(optimizer.param_groups, kept):
+        own["lr"].copy_(torch.as_tensor(group["lr"]))
+        group.update(own)

@@ -348,7 +348,7 @@ class Run:
 
     def _resume(self, path: Path, metrics_path: Path, agent, batches: SeedStreams, data: TaskData) -> dict[str, Any]:
         try:
-            saved = torch.load(path, map_location=self.options.device, weights_only=False)
+            saved = torch.load(path, map_location="cpu", weights_only=False)  # load_state_dict moves each piece
         except Exception as err:  # a truncated or foreign file; say which and what to do
             raise DataError(f"{path}: unreadable checkpoint ({type(err).__name__})", "delete it to restart the run") from None
         if saved["run_id"] != self.spec.run_id:
@@ -357,6 +357,12 @@ class Run:
             raise DataError(
                 f"{path}: the dataset {self.spec.task.dataset_id} changed since this run started",
                 "restore the original data, or pass --force to retrain from scratch",
+            )
+        written_on = torch.device(saved["state"]["segments"][-1]["device"]).type
+        if written_on != self.options.device.type:  # a CPU and a CUDA generator draw different numbers
+            raise DataError(
+                f"{path}: checkpoint written on {written_on}, whose random streams do not continue on {self.options.device.type}",
+                f"resume with --device {written_on}, or pass --force to retrain from scratch",
             )
         agent.load_state_dict(saved["agent"])
         batches.load_state_dict(saved["batches"])

@@ -124,3 +124,38 @@ def test_act_is_one_operator_sequence_per_observation_shape(name):
         if call >= WARMUP_STEPS:
             sequences.add(tuple(recorder.calls))
     assert len(sequences) == 1
+
+
+def learning_rates(agent: Agent) -> list[torch.Tensor]:
+    return [group["lr"] for opt in vars(agent).values() if isinstance(opt, torch.optim.Optimizer) for group in opt.param_groups]
+
+
+@pytest.mark.parametrize("name", ["dql", "cpql", "dtql", "iql"])
+@pytest.mark.parametrize("saved_rates", ["tensors", "floats"])
+def test_a_restored_agent_keeps_its_lr_tensors(name, saved_rates):
+    """Loading a checkpoint copies the saved rates into the agent's own lr tensors (the ones a graph reads) and keeps
+    its own step flags; checkpoints written before rates were tensors hold floats. The schedule then goes on."""
+    overrides, _, _ = WINDOWS[name]
+    cell = Cell(name, "hopper-medium-v2", (0, 1), tuple(overrides.items())).spec()
+    data = synthetic_transitions(OBS, ACT, torch.device("cpu"), n=1024)
+    trained, restored = cell.build_agent(OBS, ACT, "cpu"), cell.build_agent(OBS, ACT, "cpu")
+    batches = SeedStreams(trained.seeds, "batches", "cpu")
+    for _ in range(5):
+        trained.update(data.gather(batches.randint(len(data), trained.config.batch_size)))
+    state = trained.state_dict()
+    optimizers = [k for k, v in vars(trained).items() if isinstance(v, torch.optim.Optimizer)]
+    for group in (group for key in optimizers for group in state[key]["param_groups"]):
+        group["capturable"] = True  # as written on CUDA
+        if saved_rates == "floats":
+            group["lr"] = float(group["lr"])
+    own = learning_rates(restored)
+    restored.load_state_dict(state)
+    assert all(a is b for a, b in zip(learning_rates(restored), own, strict=True))
+    assert [float(lr) for lr in own] == [float(lr) for lr in learning_rates(trained)]
+    assert not any(getattr(restored, key).param_groups[0]["capturable"] for key in optimizers)
+    rates_seen = set()
+    for _ in range(4):
+        trained.advance(), restored.advance()
+        assert [float(lr) for lr in own] == [float(lr) for lr in learning_rates(trained)]
+        rates_seen.add(tuple(float(lr) for lr in own))
+    assert len(rates_seen) > 1, "the schedule should move after the restore"

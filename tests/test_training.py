@@ -162,3 +162,40 @@ def test_changed_dataset_refuses_to_resume(reference_run, tmp_path, monkeypatch)
     assert "changed since this run started" in result.stderr
     assert not (run / "final.json").exists()
     assert os.path.getsize(run / "metrics.jsonl") == 0
+
+
+def test_checkpoint_from_another_device_refuses_to_resume(reference_run, tmp_path):
+    """A CUDA generator draws other numbers than a CPU one, so a run resumes only on the kind of device it began on."""
+    run = tmp_path / "runs" / reference_run.name
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("")
+    state = torch.load(reference_run / "checkpoint.pt", weights_only=False)
+    state["state"]["segments"][-1]["device"] = "cuda:0"
+    torch.save(state, run / "checkpoint.pt")
+    result = bench(*SHORT, "--device", "cpu", results=tmp_path)
+    assert result.returncode == 3
+    (line,) = result.stderr.strip().splitlines()
+    assert "checkpoint written on cuda" in line and "resume with --device cuda" in line
+    assert not (run / "final.json").exists()
+    assert os.path.getsize(run / "metrics.jsonl") == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_interrupted_cuda_run_resumes_to_the_same_result(quickstart, tmp_path):
+    """The resume test on CUDA, where each training step and action batch is replayed from a CUDA graph: the
+    resumed process loads the checkpoint onto the GPU and captures its graphs afresh."""
+    cuda = [*SHORT, "--device", "cuda", "--checkpoint-every", "40"]
+    assert main(["run", *cuda, "--results", str(tmp_path / "reference")]) == 0
+    (reference,) = run_dirs(tmp_path / "reference")
+    cmd = [sys.executable, "-m", "benchmarks.cli", "run", *cuda, "--results", str(tmp_path / "interrupted")]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "interrupted" / "runs" / reference.name
+    wait_for_step(run / "metrics.jsonl", 120, process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 4, err
+    resumed = bench(*cuda, results=tmp_path / "interrupted")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_result(run, reference)
+    final = json.loads((run / "final.json").read_text())
+    assert {s["step_mode"] for s in final["provenance"]["segments"]} == {"eager+cuda-graphs"}
