@@ -211,17 +211,11 @@ class Agent:
         """The host side of an update: count it, then step every learning-rate schedule, which writes its new
         rate (a float computed on the host) into the optimiser's lr tensor (see ``agents.nets.adam``)."""
         self.step += 1
-        if self.step == 1:
-            # PyTorch warns at a schedule's first step if its optimiser has not stepped yet, as the rate meant for the
-            # first update would be lost; here each rate is a factor of the update count, so stepping first (DTQL's
-            # actor during pre-training) loses nothing.
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
-                for schedule in self._schedules:
-                    schedule.step()
-        else:
-            for schedule in self._schedules:
+        for schedule in self._schedules:
+            if schedule.last_epoch > 0:
                 schedule.step()
+            else:
+                _first_schedule_step(schedule)
 
     def act(self, observations: Tensor) -> Tensor:
         """Evaluation actions ``[n_seeds, n, act_dim]`` in [-1, 1] for ``[n_seeds, n, obs_dim]``; like
@@ -257,6 +251,15 @@ class Agent:
             else:
                 obj.load_state_dict(state[name])
         self.step = state["step"]
+
+
+def _first_schedule_step(schedule: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """A schedule's first step, without PyTorch's warning when it comes before its optimiser's first step (the
+    rate meant for the first update would be lost): every rate here is a factor of the update count, so a schedule
+    stepped first (DTQL's actor, through pre-training) loses nothing."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
+        schedule.step()
 
 
 def _load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:

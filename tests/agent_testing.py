@@ -1,5 +1,5 @@
-"""Helpers the agent unit tests share: tiny random batches and data, parameter perturbations, and the
-seeds-trained-together and checkpoint-continuation checks.
+"""Helpers the agent unit tests share: tiny random batches and data, parameter perturbations, the
+seeds-trained-together and checkpoint-continuation checks, and each agent in a window across its branches.
 
 The random helpers draw from their own seeded ``torch.Generator`` where they take a ``seed``, else from
 torch's global generator, always in the order written here: changing that order changes every test's numbers.
@@ -14,6 +14,29 @@ import torch
 from torch import nn
 
 from agents.base import Agent, Batch, SeedStreams, Transitions
+from benchmarks.training import Cell
+
+# Per agent, a short run that crosses each side of its Python-level branch (EMA due every 5 steps, CQL's BC
+# warm-up, DTQL's pre-training) with its learning-rate schedules moving: config overrides, and the step to start
+# from as (config field, offset). Within 14 steps each side comes at least three times; within 24, five.
+BRANCH_WINDOWS = {
+    "ofql": ({}, "ema_start", -3),
+    "dql": ({"lr_decay": True, "lr_decay_every": 2}, "ema_start", -3),
+    "cpql": ({"lr_decay": True, "lr_decay_t_max": 8}, "ema_start", -3),
+    "dtql": ({"pretrain_steps": 6, "lr_decay": True, "steps": 30}, None, 0),
+    "cql": ({"bc_steps": 6}, None, 0),
+    "iql": ({"actor_lr_schedule": "cosine", "steps": 30}, None, 0),
+    "bc": ({}, None, 0),
+}
+HOPPER_SIZES = (11, 3)  # Hopper-v4's observation and action sizes
+
+
+def agent_in_window(name: str, seeds: tuple[int, ...], device: torch.device | str) -> Agent:
+    """``name`` with its hopper-medium-v2 config and :data:`BRANCH_WINDOWS`' overrides, at its window's first step."""
+    overrides, field, offset = BRANCH_WINDOWS[name]
+    agent = Cell(name, "hopper-medium-v2", seeds, tuple(overrides.items())).spec().build_agent(*HOPPER_SIZES, device)
+    agent.step = (getattr(agent.config, field) if field else 0) + offset
+    return agent
 
 
 def random_batch(n_seeds: int, batch: int = 8, obs_dim: int = 3, act_dim: int = 2, seed: int = 0,

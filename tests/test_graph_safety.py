@@ -26,17 +26,9 @@ from benchmarks.perf import synthetic_transitions
 from benchmarks.stepping import WARMUP_STEPS
 from benchmarks.training import Cell
 
-OBS, ACT = 11, 3
-# per agent: overrides that put a branch and a changing learning rate into a short run, and the first step
-WINDOWS = {
-    "ofql": ({}, "ema_start", -3),
-    "dql": ({"lr_decay": True, "lr_decay_every": 2}, "ema_start", -3),
-    "cpql": ({"lr_decay": True, "lr_decay_t_max": 8}, "ema_start", -3),
-    "dtql": ({"pretrain_steps": 4, "lr_decay": True, "steps": 20}, None, 0),
-    "cql": ({"bc_steps": 4}, None, 0),
-    "iql": ({"actor_lr_schedule": "cosine", "steps": 16}, None, 0),
-    "bc": ({}, None, 0),
-}
+from agent_testing import BRANCH_WINDOWS, HOPPER_SIZES, agent_in_window
+
+OBS, ACT = HOPPER_SIZES
 STEPS = 14
 
 
@@ -72,14 +64,12 @@ def python_state(agent: Agent) -> dict:
 
 
 def test_every_agent_has_a_window():
-    assert WINDOWS.keys() == AGENTS.keys()
+    assert BRANCH_WINDOWS.keys() == AGENTS.keys()
 
 
 @pytest.mark.parametrize("name", list(AGENTS))
 def test_learn_is_one_operator_sequence_per_control_key(name):
-    overrides, start_field, offset = WINDOWS[name]
-    agent = Cell(name, "hopper-medium-v2", (0, 1), tuple(overrides.items())).spec().build_agent(OBS, ACT, "cpu")
-    agent.step = (getattr(agent.config, start_field) if start_field else 0) + offset
+    agent = agent_in_window(name, (0, 1), "cpu")
     data = agent.preprocess(synthetic_transitions(OBS, ACT, torch.device("cpu"), n=1024))
     batches = SeedStreams(agent.seeds, "batches", "cpu")
     rates = [group["lr"] for opt in vars(agent).values() if isinstance(opt, torch.optim.Optimizer)
@@ -135,10 +125,8 @@ def learning_rates(agent: Agent) -> list[torch.Tensor]:
 def test_a_restored_agent_keeps_its_lr_tensors(name, saved_rates):
     """Loading a checkpoint copies the saved rates into the agent's own lr tensors (the ones a graph reads) and keeps
     its own step flags; checkpoints written before rates were tensors hold floats. The schedule then goes on."""
-    overrides, _, _ = WINDOWS[name]
-    cell = Cell(name, "hopper-medium-v2", (0, 1), tuple(overrides.items())).spec()
     data = synthetic_transitions(OBS, ACT, torch.device("cpu"), n=1024)
-    trained, restored = cell.build_agent(OBS, ACT, "cpu"), cell.build_agent(OBS, ACT, "cpu")
+    trained, restored = agent_in_window(name, (0, 1), "cpu"), agent_in_window(name, (0, 1), "cpu")
     batches = SeedStreams(trained.seeds, "batches", "cpu")
     for _ in range(5):
         trained.update(data.gather(batches.randint(len(data), trained.config.batch_size)))

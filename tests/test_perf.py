@@ -30,6 +30,8 @@ from benchmarks.perf import MemoryMeter, skip_warmup_phases_, synthetic_transiti
 from benchmarks.tasks import get_task
 from benchmarks.training import Cell
 
+from agent_testing import agent_in_window
+
 TASK = "hopper-medium-v2"
 OBS, ACT = 11, 3  # Hopper-v4
 CPU = torch.device("cpu")
@@ -149,26 +151,18 @@ def test_bench_run_compile_flag_trains_the_same_cell(quickstart, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ CUDA graphs
 
-# per agent: the step to start from, so that 24 steps replay each side of its branch (EMA due every 5 steps,
-# BC warm-up, pre-training) at least twice after its capture
-GRAPH_WINDOWS = {"ofql": ("ema_start", -3), "dql": ("ema_start", -3), "cpql": ("ema_start", -3),
-                 "dtql": ("pretrain_steps", -6), "cql": ("bc_steps", -6), "iql": (None, 0), "bc": (None, 0)}
-
-
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "inductor"])
 @pytest.mark.parametrize("name", list(AGENTS))
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_steps_replayed_from_cuda_graphs_equal_eager_steps(name, compiled):
     """24 training steps (sampling included) replayed from CUDA graphs against the same steps run eagerly: the
-    same metrics at every step, the same weights and the same random streams after. CQL and DTQL start inside
-    their BC warm-up / pre-training (set to 6 steps); the others 3 steps before their EMA starts."""
+    same metrics at every step, the same weights and the same random streams after. The steps cross each side
+    of the agent's branch with its learning-rate schedules moving (``agent_testing.BRANCH_WINDOWS``), so the
+    replays must also follow the rates that ``advance`` writes between them."""
     cuda = torch.device("cuda")
-    field, offset = GRAPH_WINDOWS[name]
-    overrides = {field: 6} if field in ("bc_steps", "pretrain_steps") else {}
     agents, steps = [], []
     for graphs in (False, True):
-        agent = hopper_agent(name, (0, 1), cuda, **overrides)
-        agent.step = (getattr(agent.config, field) if field else 0) + offset
+        agent = agent_in_window(name, (0, 1), cuda)
         data = agent.preprocess(synthetic_transitions(OBS, ACT, cuda, n=4096))
         batches = SeedStreams(agent.seeds, "batches", cuda)
         agents.append((agent, batches))
@@ -182,7 +176,7 @@ def test_steps_replayed_from_cuda_graphs_equal_eager_steps(name, compiled):
             torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5,
                                        msg=lambda m, key=key: f"{name} {key}: {m}")
     (eager, eager_batches), (graphed, graphed_batches) = agents
-    assert graphed.step == eager.step and len(steps[1].captured.graphs.graphs) == (1 if field is None else 2)
+    assert graphed.step == eager.step and len(steps[1].captured.graphs.graphs) == (1 if name in ("iql", "bc") else 2)
     assert_same_parameters(eager, graphed, steps=24)
     for a, b in ((eager_batches, graphed_batches), *zip(eager.random_streams(), graphed.random_streams())):
         assert all(torch.equal(x.get_state(), y.get_state()) for x, y in zip(a.generators, b.generators))
