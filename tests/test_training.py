@@ -183,8 +183,10 @@ def test_checkpoint_from_another_device_refuses_to_resume(reference_run, tmp_pat
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_interrupted_cuda_run_resumes_to_the_same_result(quickstart, tmp_path):
     """The resume test on CUDA, where each training step and action batch is replayed from a CUDA graph: the
-    resumed process loads the checkpoint onto the GPU and captures its graphs afresh."""
-    cuda = [*SHORT, "--device", "cuda", "--checkpoint-every", "40"]
+    resumed process loads the checkpoint onto the GPU and captures its graphs afresh. The run is long enough
+    (2000 steps) for the signal to land while it trains, as replayed steps are fast."""
+    cuda = [*CELL, "--steps", "2000", "--eval-every", "1000", "--eval-episodes", "3", "--log-every", "40",
+            "--device", "cuda", "--checkpoint-every", "40"]
     assert main(["run", *cuda, "--results", str(tmp_path / "reference")]) == 0
     (reference,) = run_dirs(tmp_path / "reference")
     cmd = [sys.executable, "-m", "benchmarks.cli", "run", *cuda, "--results", str(tmp_path / "interrupted")]
