@@ -46,6 +46,8 @@ from agents.base import Agent, Batch, SeedStreams, Transitions
 from benchmarks.errors import BenchError
 
 RECOMPILE_LIMIT = 64  # per frame: control-key branches x grad modes
+# Dynamo's setting for it: ``recompile_limit`` in recent PyTorch, ``cache_size_limit`` (an alias since) in older ones
+RECOMPILE_LIMIT_SETTING = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
 WARMUP_STEPS = 2  # eager steps per control key before its capture: lazy initialisation, compilation
 
 
@@ -75,7 +77,7 @@ def compile_learn(agent: Agent, backend: str = "inductor") -> str:
 
     def learn(batch: Batch) -> dict[str, Tensor]:
         try:
-            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            with torch._dynamo.config.patch(**{RECOMPILE_LIMIT_SETTING: RECOMPILE_LIMIT}):
                 return compiled(batch)
         except torch._dynamo.exc.TorchDynamoException as err:
             raise BenchError(f"torch.compile ({mode}) of {agent.name}'s update failed: {type(err).__name__}: "
