@@ -43,8 +43,8 @@ official ``main.py`` first pre-trains the BC diffusion and the critic for ``pret
 epochs (``DTQL.pretrain``: 50,000 steps of BC step then critic step, no target update, no LR
 schedule, no actor), then runs ``agent.train`` ``num_epochs * 1000 + 1`` times. Here both phases are
 one ``learn`` driven by ``self.step`` (its ``control_key``): steps ``[0, pretrain_steps)`` are the
-pre-training steps and the remaining ``steps - pretrain_steps`` are the main phase, in the official order: critic step;
-BC diffusion step; one-step actor step (against the critic and the BC denoiser just updated); Polyak
+pre-training steps and the remaining ``steps - pretrain_steps`` are the main phase, in the official
+order: critic step; BC diffusion step; one-step actor step (against the critic and the BC denoiser just updated); Polyak
 update of ``Q'``; with ``lr_decay``, one ``CosineAnnealingLR`` step (``T_max = num_epochs * 1000 =
 steps - pretrain_steps``, ``eta_min = 0``) of all three optimisers, critic included. The official
 loop's one extra main step (``while training_iters < max_timesteps + 1``) is not reproduced.

@@ -31,6 +31,11 @@ BRANCH_WINDOWS = {
 HOPPER_SIZES = (11, 3)  # Hopper-v4's observation and action sizes
 
 
+def learning_rates(agent: Agent) -> list[torch.Tensor]:
+    """The lr of every parameter group of every optimiser the agent holds (0-dim tensors, ``agents.nets.adam``)."""
+    return [group["lr"] for opt in vars(agent).values() if isinstance(opt, torch.optim.Optimizer) for group in opt.param_groups]
+
+
 def agent_in_window(name: str, seeds: tuple[int, ...], device: torch.device | str) -> Agent:
     """``name`` with its hopper-medium-v2 config and :data:`BRANCH_WINDOWS`' overrides, at its window's first step."""
     overrides, field, offset = BRANCH_WINDOWS[name]

@@ -26,7 +26,7 @@ from benchmarks.perf import synthetic_transitions
 from benchmarks.stepping import WARMUP_STEPS
 from benchmarks.training import Cell
 
-from agent_testing import BRANCH_WINDOWS, HOPPER_SIZES, agent_in_window
+from agent_testing import BRANCH_WINDOWS, HOPPER_SIZES, agent_in_window, learning_rates
 
 OBS, ACT = HOPPER_SIZES
 STEPS = 14
@@ -72,8 +72,7 @@ def test_learn_is_one_operator_sequence_per_control_key(name):
     agent = agent_in_window(name, (0, 1), "cpu")
     data = agent.preprocess(synthetic_transitions(OBS, ACT, torch.device("cpu"), n=1024))
     batches = SeedStreams(agent.seeds, "batches", "cpu")
-    rates = [group["lr"] for opt in vars(agent).values() if isinstance(opt, torch.optim.Optimizer)
-             for group in opt.param_groups]
+    rates = learning_rates(agent)
     assert all(isinstance(lr, torch.Tensor) for lr in rates), "a learning rate a graph would bake in"
     sequences, seen, rate_values = defaultdict(set), defaultdict(int), set()
     registered = {g.initial_seed() for streams in agent.random_streams() for g in streams.generators}
@@ -91,8 +90,7 @@ def test_learn_is_one_operator_sequence_per_control_key(name):
         rate_values.add(tuple(float(lr) for lr in rates))
     assert all(len(calls) == 1 for calls in sequences.values()), f"{name}: a branch outside control_key"
     assert len(sequences) == (1 if name in ("iql", "bc") else 2), "the window should replay each side of the branch"
-    assert [group["lr"] for opt in vars(agent).values() if isinstance(opt, torch.optim.Optimizer)
-            for group in opt.param_groups] == rates  # written in place, never replaced
+    assert learning_rates(agent) == rates  # written in place, never replaced
     if name in ("dql", "cpql", "dtql", "iql"):
         assert len(rate_values) > 2, "the schedule should move within the window"
 
@@ -114,10 +112,6 @@ def test_act_is_one_operator_sequence_per_observation_shape(name):
         if call >= WARMUP_STEPS:
             sequences.add(tuple(recorder.calls))
     assert len(sequences) == 1
-
-
-def learning_rates(agent: Agent) -> list[torch.Tensor]:
-    return [group["lr"] for opt in vars(agent).values() if isinstance(opt, torch.optim.Optimizer) for group in opt.param_groups]
 
 
 @pytest.mark.parametrize("name", ["dql", "cpql", "dtql", "iql"])

@@ -30,7 +30,7 @@ from benchmarks.perf import MemoryMeter, skip_warmup_phases_, synthetic_transiti
 from benchmarks.tasks import get_task
 from benchmarks.training import Cell
 
-from agent_testing import agent_in_window
+from agent_testing import agent_in_window, learning_rates
 
 TASK = "hopper-medium-v2"
 OBS, ACT = 11, 3  # Hopper-v4
@@ -112,8 +112,7 @@ def assert_same_parameters(eager: Agent, compiled: Agent, steps: int) -> None:
     noise (a batch sum that cancels) can step the other way when Triton sums in another order than cuBLAS.
     On CUDA up to 0.1% of a network's weights may differ, each by at most ``2 * lr`` per step.
     """
-    lr = max(float(group["lr"]) for opt in vars(eager).values() if isinstance(opt, torch.optim.Optimizer)
-             for group in opt.param_groups)
+    lr = max(float(rate) for rate in learning_rates(eager))
     for key, module in vars(eager).items():
         if not isinstance(module, nn.Module):  # networks, targets and EMA copies
             continue
