@@ -16,9 +16,10 @@ import dataclasses
 import functools
 import hashlib
 import re
+import typing
 import warnings
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -138,10 +139,24 @@ class AgentConfig:
     batch_size: int  # transitions per seed per step
     reward_transform: str  # see REWARD_TRANSFORMS
 
+    def __post_init__(self) -> None:
+        """Choices are checked when a config is made: ``reward_transform`` names one of
+        :data:`REWARD_TRANSFORMS`, and every field typed ``Literal[...]`` holds one of its values."""
+        choices = {"reward_transform": tuple(REWARD_TRANSFORMS)}
+        for name, hint in typing.get_type_hints(type(self)).items():
+            if typing.get_origin(hint) is Literal:
+                choices[name] = typing.get_args(hint)
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
+
 
 def _scale_by_return_range(data: Transitions) -> Tensor:
     returns = data.episode_returns()
     spread = returns.max() - returns.min()
+    if not spread > 0:
+        raise ValueError(f"every episode returns {returns.max().item():.6g}, so rewards cannot be scaled by "
+                         "1000 / (max return - min return)")
     return (data.rewards.double() * (1000.0 / spread)).float()
 
 
@@ -178,14 +193,9 @@ class Agent:
         self.step = 0  # gradient steps taken
 
     def preprocess(self, data: Transitions) -> Transitions:
-        """Reward convention of the agent's official code, applied once before training."""
-        try:
-            transform = REWARD_TRANSFORMS[self.config.reward_transform]
-        except KeyError:
-            raise ValueError(
-                f"unknown reward_transform {self.config.reward_transform!r}; known: {sorted(REWARD_TRANSFORMS)}"
-            ) from None
-        return data.replace(rewards=transform(data))
+        """Reward convention of the agent's official code, applied once before training; a ValueError
+        where the data does not admit it."""
+        return data.replace(rewards=REWARD_TRANSFORMS[self.config.reward_transform](data))
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         """One gradient step for every seed (:meth:`learn`, then :meth:`advance`); returns per-seed metrics

@@ -96,6 +96,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from typing import Literal
 from collections.abc import Callable
 
 import torch
@@ -120,7 +121,7 @@ class CQLConfig(AgentConfig):
     critic2_hidden_dims: tuple[int, ...]  # Q_2: (256,)*3 everywhere in CORL (its critic_2 quirk)
     discount: float  # 0.99
     tau: float  # Polyak rate of the target critics every step, 5e-3
-    init_scheme: str  # "corl" or "rlkit" (official); see the module docstring
+    init_scheme: Literal["corl", "rlkit"]  # "corl" or "rlkit" (official); see the module docstring
     log_std_min: float  # CORL -20, official -5
     log_std_max: float  # 2 (both)
     n_actions: int  # actions per state per CQL group (official num_random, CORL cql_n_actions): 10
@@ -132,7 +133,7 @@ class CQLConfig(AgentConfig):
     log_alpha_prime_init: float  # CORL Scalar(1.0); official zeros
     clip_diff_min: float  # per-state clip of lse - Q_data: CORL -200 AntMaze, else -inf
     clip_diff_max: float  # inf
-    target_backup: str  # "sample", "min_of_max" (official max_q_backup), "max_of_min" (CORL max_target_backup)
+    target_backup: Literal["sample", "min_of_max", "max_of_min"]  # "sample", "min_of_max" (official max_q_backup), "max_of_min" (CORL max_target_backup)
     bc_steps: int  # first steps with the BC policy loss: CORL 0; official policy_eval_start 40000 -> 39999
     normalize_states: bool  # CORL normalize: True MuJoCo, False AntMaze; official never
 
@@ -254,9 +255,6 @@ def cql_penalties(gap1: Tensor, gap2: Tensor, weight: float, lagrange: bool, log
     penalty1, penalty2 = alpha_prime.detach() * excess1, alpha_prime.detach() * excess2
     alpha_prime_loss = -0.5 * alpha_prime * (excess1 + excess2).detach()
     return penalty1, penalty2, alpha_prime_loss, alpha_prime.detach()
-
-
-TARGET_BACKUPS = ("sample", "min_of_max", "max_of_min")
 
 
 def backup_value(q1: Tensor, q2: Tensor, mode: str) -> Tensor:
@@ -381,8 +379,6 @@ class CQL(Agent):
     def __init__(self, obs_dim: int, act_dim: int, config: CQLConfig, seeds, device):
         super().__init__(obs_dim, act_dim, config, seeds, device)
         cfg = config
-        if cfg.target_backup not in TARGET_BACKUPS:
-            raise ValueError(f"target_backup must be one of {TARGET_BACKUPS}, got {cfg.target_backup!r}")
         n = self.n_seeds
         init = SeedStreams(self.seeds, "cql/init", "cpu")
         self.actor = TanhGaussianActor(n, obs_dim, act_dim, cfg.actor_hidden_dims, cfg.init_scheme == "corl")

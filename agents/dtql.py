@@ -103,6 +103,11 @@ class DTQLConfig(AgentConfig):
     log_std_max: float  # 2
     num_candidates: int  # actions sampled per state at inference: --repeats 1024
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.pretrain_steps < self.steps:
+            raise ValueError(f"pretrain_steps ({self.pretrain_steps}) must be in [0, steps = {self.steps})")
+
 
 # ------------------------------------------------------------------------------------------------
 # EDM pieces (diffusion/karras.py, diffusion/utils.py)
@@ -256,8 +261,6 @@ class DTQL(Agent):
     def __init__(self, obs_dim: int, act_dim: int, config: DTQLConfig, seeds, device):
         super().__init__(obs_dim, act_dim, config, seeds, device)
         cfg, n = config, self.n_seeds
-        if not 0 <= cfg.pretrain_steps < cfg.steps:
-            raise ValueError(f"pretrain_steps ({cfg.pretrain_steps}) must be in [0, steps = {cfg.steps})")
         init = SeedStreams(self.seeds, "dtql/init", "cpu")
         self.critic = IQLCritic(n, obs_dim, act_dim, cfg.hidden_dim, init).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)

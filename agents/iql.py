@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +43,7 @@ class IQLConfig(AgentConfig):
     temperature: float  # beta, inverse temperature of the AWR weights: 3.0 MuJoCo, 10.0 AntMaze
     max_weight: float  # clip of exp(beta * advantage), 100 (actor.py)
     actor_dropout: float  # 0.1 on Kitchen/Adroit, else 0
-    actor_lr_schedule: str  # "cosine" (decay to 0 over `steps`) or "constant"
+    actor_lr_schedule: Literal["cosine", "constant"]  # "cosine" (decay to 0 over `steps`) or "constant"
     log_std_min: float  # -5 (learner.py)
     log_std_max: float  # 2 (policy.py LOG_STD_MAX)
     action_clip_eps: float  # dataset actions clipped to +-(1 - eps), 1e-5 (dataset_utils.py)
@@ -101,8 +102,6 @@ class IQL(Agent):
         self.critic_opt = adam(self.critic.parameters(), lr=config.critic_lr)
         self.value_opt = adam(self.value.parameters(), lr=config.value_lr)
         schedules = {"cosine": cosine_decay(config.steps), "constant": lambda n: 1.0}
-        if config.actor_lr_schedule not in schedules:
-            raise ValueError(f"actor_lr_schedule must be one of {sorted(schedules)}")
         self.actor_schedule = torch.optim.lr_scheduler.LambdaLR(self.actor_opt, schedules[config.actor_lr_schedule])
         self.dropout_noise = SeedStreams(self.seeds, "iql/dropout", self.device)
 

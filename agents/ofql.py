@@ -20,6 +20,10 @@ Policy: an average-velocity ("MeanFlow") network ``u_theta(a_t, r, t; s)``.
   With ``r = t`` the target is ``v``: plain conditional flow matching (Eq. 9).
   [open] reduction: the mean over batch and action dimensions, DQL's ``WeightedL2``
   (``F.mse_loss``) for its Eq. 4, which the paper writes with the same ``||.||^2``.
+  [open] weighting: none by default, as the paper writes it; MeanFlow's code weights each sample's
+  squared error ``d`` by ``sg(1 / (d + c)^p)`` (Gsunshine/meanflow p = 1, c = 0.01 on the sum over
+  dims; haidog-yaqub/MeanFlow p = 0.5, c = 1e-3 on the mean), here ``bc_adaptive_power`` p and
+  ``bc_adaptive_eps`` c on the per-sample mean over action dims (p = 0: the plain loss).
 - (t, r) (Appendix B): two draws from logit-normal(-0.4, 1.0), ``t = max``, ``r = min``; then
   ``r = t`` on exactly ``floor(flow_ratio * B)`` randomly chosen samples (flow ratio 0.5).
   [open] pairing: the MeanFlow reference convention (haidog-yaqub/MeanFlow ``sample_t_r``).
@@ -30,8 +34,8 @@ Policy: an average-velocity ("MeanFlow") network ``u_theta(a_t, r, t; s)``.
   linear to act_dim, where ``emb`` is DQL's time MLP (sinusoidal(64) -> Linear(64, 128) -> Mish ->
   Linear(128, 64)) at the paper's time-embedding size 64. [open] t and r get separate embedding
   MLPs (as MeanFlow's ``t_embedder``/``r_embedder``), and the sinusoid is DQL's
-  ``SinusoidalPosEmb`` applied to t in [0, 1] as is (``time_embed_scale = 1``; MeanFlow's image
-  models multiply by 1000 first). All layers ``nn.Linear``'s default init, as DQL.
+  ``SinusoidalPosEmb`` applied to t in [0, 1] as is (``time_embed_scale = 1``, as official MeanFlow's
+  DiT; a community port, haidog-yaqub/MeanFlow, multiplies by 1000 first). All layers ``nn.Linear``'s default init, as DQL.
 
 Critic and actor (Eq. 17, Algorithm 1), in DQL's order per step:
 
@@ -52,7 +56,10 @@ seed. No LR decay (DQL's ``--lr_decay`` steps once per 50k steps and is almost a
 
 Inference (``act``), [open] DQL's ``sample_action`` inherited: 50 one-step candidates per state
 from the online policy, one chosen with probabilities ``softmax(min_i Q'_i(s, a_k))`` over the
-target critic (``act_with_ema`` switches to the EMA policy, as CleanDiffuser's ``use_ema``).
+target critic. The paper also says it follows CleanDiffuser's evaluation "including the same
+sampling procedure", whose DQL pipeline samples from the EMA policy (``use_ema``), scales the
+initial noise (``temperature`` 0.5) and sharpens the softmax (``weight_temperature``, per task);
+``act_with_ema``, ``act_noise_scale`` and ``act_q_temperature`` select that procedure.
 """
 
 from __future__ import annotations
@@ -83,6 +90,8 @@ class OFQLConfig(AgentConfig):
     time_mu: float  # logit-normal location of t, r: -0.4 (paper App. B)
     time_sigma: float  # logit-normal scale: 1.0
     flow_ratio: float  # fraction of the batch with r = t: 0.5 (paper App. B)
+    bc_adaptive_power: float  # p of MeanFlow's adaptive weight sg(1 / (d + c)^p); 0 = plain loss (paper) [open]
+    bc_adaptive_eps: float  # c of the adaptive weight [open]
     ema_decay: float  # EMA policy decay, 0.995 (DQL) [open]
     ema_start: int  # EMA updates begin at this step, 1000 (DQL step_start_ema) [open]
     ema_every: int  # EMA update every this many steps, 5 (DQL update_ema_every) [open]
@@ -91,6 +100,8 @@ class OFQLConfig(AgentConfig):
     max_grad_norm: float  # per-seed gradient-norm clip of actor and critic; DQL's per-task gn, <= 0 off
     num_candidates: int  # actions sampled per state at inference, 50 (DQL sample_action) [open]
     act_with_ema: bool  # inference from the EMA policy (CleanDiffuser) instead of the online one (DQL)
+    act_noise_scale: float  # eps ~ N(0, scale^2 I) at inference: DQL 1; CleanDiffuser temperature 0.5 [open]
+    act_q_temperature: float  # candidates drawn by softmax(this * min Q'): DQL 1; CleanDiffuser weight_temperature [open]
 
 
 class MeanFlowPolicy(nn.Module):
@@ -165,13 +176,17 @@ def meanflow_target(policy: MeanFlowPolicy, observations: Tensor, a_t: Tensor, r
 
 
 def flow_bc_loss(policy: MeanFlowPolicy, observations: Tensor, actions: Tensor, noise: Tensor, r: Tensor,
-                 t: Tensor) -> Tensor:
-    """Per-seed ``L_FBC`` (Eq. 14), the mean over batch and action dims of ``(u - sg(u_tgt))^2``."""
+                 t: Tensor, adaptive_power: float = 0.0, adaptive_eps: float = 0.0) -> Tensor:
+    """Per-seed ``L_FBC`` (Eq. 14): the batch mean of ``w d`` with ``d`` each sample's mean over action dims of
+    ``(u - sg(u_tgt))^2`` and ``w = sg(1 / (d + adaptive_eps)^adaptive_power)`` (1 for power 0)."""
     t_ = t.unsqueeze(-1)
     a_t = (1.0 - t_) * actions + t_ * noise
     v = noise - actions
     u, u_tgt = meanflow_target(policy, observations, a_t, r, t, v)
-    return (u - u_tgt).square().mean(dim=(-2, -1))
+    error = (u - u_tgt).square().mean(-1)
+    if adaptive_power:
+        error = error / (error.detach() + adaptive_eps).pow(adaptive_power)
+    return error.mean(-1)
 
 
 def one_step_action(policy: MeanFlowPolicy, observations: Tensor, noise: Tensor) -> Tensor:
@@ -202,9 +217,11 @@ class OFQL(Agent):
         self.noise = SeedStreams(self.seeds, "ofql/noise", self.device)
         self.act_noise = SeedStreams(self.seeds, "ofql/act", self.device)
 
-    def _one_step(self, policy: MeanFlowPolicy, observations: Tensor, streams: SeedStreams) -> Tensor:
-        """One-step actions for ``observations`` ``[n_seeds, ..., obs_dim]``, ``eps ~ N(0, I)`` from ``streams``."""
-        return one_step_action(policy, observations, streams.randn(*observations.shape[1:-1], self.act_dim))
+    def _one_step(self, policy: MeanFlowPolicy, observations: Tensor, streams: SeedStreams,
+                  noise_scale: float = 1.0) -> Tensor:
+        """One-step actions for ``observations`` ``[n_seeds, ..., obs_dim]``, ``eps ~ N(0, noise_scale^2 I)``
+        from ``streams``."""
+        return one_step_action(policy, observations, noise_scale * streams.randn(*observations.shape[1:-1], self.act_dim))
 
     def control_key(self) -> tuple[bool]:
         return (ema_due(self.step, self.config.ema_start, self.config.ema_every),)
@@ -226,7 +243,8 @@ class OFQL(Agent):
 
         # 2. actor: L_FBC + eta * normalised Q term on the one-step action (lines 7-8)
         r, t = sample_time_pairs(self.noise, n_batch, cfg.time_mu, cfg.time_sigma, cfg.flow_ratio)
-        bc_loss = flow_bc_loss(self.actor, obs, actions, self.noise.randn(n_batch, self.act_dim), r, t)
+        bc_loss = flow_bc_loss(self.actor, obs, actions, self.noise.randn(n_batch, self.act_dim), r, t,
+                               cfg.bc_adaptive_power, cfg.bc_adaptive_eps)
         new_actions = self._one_step(self.actor, obs, self.noise)
         q_loss = normalised_q_loss(self.critic, obs, new_actions, coin(self.noise))
         actor_loss = bc_loss + cfg.eta * q_loss
@@ -253,6 +271,8 @@ class OFQL(Agent):
     @torch.no_grad()
     def act(self, observations: Tensor) -> Tensor:
         """DQL ``sample_action``: K one-step candidates per state, one drawn by softmax(min Q')."""
-        policy = self.ema_actor if self.config.act_with_ema else self.actor
-        return act_by_q(observations, self.config.num_candidates, lambda s: self._one_step(policy, s, self.act_noise),
-                        self.target_critic, self.act_noise)
+        cfg = self.config
+        policy = self.ema_actor if cfg.act_with_ema else self.actor
+        return act_by_q(observations, cfg.num_candidates,
+                        lambda s: self._one_step(policy, s, self.act_noise, cfg.act_noise_scale),
+                        self.target_critic, self.act_noise, cfg.act_q_temperature)

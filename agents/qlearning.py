@@ -103,9 +103,10 @@ def choose_by_q(candidates: Tensor, q: Tensor, streams: SeedStreams) -> Tensor:
 
 @torch.no_grad()
 def act_by_q(observations: Tensor, n_candidates: int, sample: Callable[[Tensor], Tensor], target_critic: TwinQ,
-             streams: SeedStreams) -> Tensor:
+             streams: SeedStreams, q_temperature: float = 1.0) -> Tensor:
     """DQL ``sample_action``: ``sample(s)`` gives ``n_candidates`` actions per state (``s`` repeated, ``[n_seeds,
-    N, K, obs_dim]``), one of which is drawn by ``softmax(min_i Q'_i(s, a_k))`` from ``streams``."""
+    N, K, obs_dim]``), one of which is drawn by ``softmax(q_temperature * min_i Q'_i(s, a_k))`` from ``streams``
+    (DQL: ``q_temperature`` 1; CleanDiffuser's ``weight_temperature`` is set per task)."""
     obs = observations.unsqueeze(2).expand(-1, -1, n_candidates, -1)
     candidates = sample(obs)
-    return choose_by_q(candidates, torch.minimum(*target_critic(obs, candidates)), streams)
+    return choose_by_q(candidates, q_temperature * torch.minimum(*target_critic(obs, candidates)), streams)

@@ -29,9 +29,11 @@ import pandas as pd
 from analysis import compute, figures, published, statistics, tables
 from analysis.results import cell_scores, completeness, load_results
 from benchmarks.errors import BenchError, ConfigError
+from benchmarks.tasks import D4RL_LOCOMOTION_PROTOCOL
 
 PROTOCOLS = {"final": "final evaluation (last evaluation of each run)",
-             "best": "best evaluation during training (DQL's online model selection)"}
+             "best": "best evaluation during training (DQL's online model selection; on D4RL locomotion among the "
+                     f"evaluations every {D4RL_LOCOMOTION_PROTOCOL.best_interval:,} steps, as DQL's code evaluates)"}
 
 
 def expected_cells(results_root: Path) -> list[dict[str, Any]]:
@@ -96,7 +98,7 @@ def build_report(results_root: Path, out: Path, *, reps: int = 2000, reference: 
         tables.score_frame(table).to_csv(out / f"scores_{protocol}.csv", index=False)
         written.append(out / f"scores_{protocol}.csv")
         inputs.append(f"scores_{protocol}.tex")
-        comparison = tables.comparison_table(scores, published_table, describe(scores, protocol).split(" Bold")[0])
+        comparison = tables.comparison_table(scores, published_table, describe(scores, protocol).split(" Bold")[0], protocol)
         if comparison.rows:
             comparisons[protocol] = comparison
             write(out / f"published_{protocol}.tex", tables.comparison_latex(comparison, f"tab:published-{protocol}"), written)

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.errors import DataError
-from benchmarks.tasks import SUITES, TASKS
+from benchmarks.tasks import SUITES, TASKS, on_best_grid
 
 COLUMNS = [
     "run_id", "agent", "variant", "label", "task", "suite", "dataset", "comparable", "seed", "step", "return",
-    "score", "steps", "complete", "diverged", "eval_episodes", "eval_interval", "commit", "dirty", "device",
+    "score", "steps", "complete", "diverged", "eval_episodes", "eval_interval", "best_interval", "commit", "dirty", "device",
     "device_name", "train_seconds", "updates_per_second", "finished", "reproduce",
 ]
 
@@ -100,6 +100,7 @@ def load_run(run_dir: Path) -> pd.DataFrame:
                 "seed": seed, "step": evaluation["step"], "return": ret, "score": score,
                 "steps": config["config"]["steps"], "complete": final is not None, "diverged": diverged[seed],
                 "eval_episodes": config["protocol"]["eval_episodes"], "eval_interval": config["protocol"]["eval_interval"],
+                "best_interval": config["protocol"].get("best_interval"),
                 "commit": (provenance.get("git") or {}).get("commit"), "dirty": (provenance.get("git") or {}).get("dirty"),
                 "device": provenance.get("device"), "device_name": provenance.get("device_name"),
                 "train_seconds": (final or {}).get("compute", {}).get("train_seconds"),
@@ -118,7 +119,8 @@ def load_results(root: str | Path) -> pd.DataFrame:
 
 def cell_scores(results: pd.DataFrame, protocol: str) -> pd.DataFrame:
     """One score per (label, task, seed) under ``protocol``: ``final`` (the last evaluation of a
-    finished run) or ``best`` (the best evaluation during training, DQL's online model selection).
+    finished run) or ``best`` (the best evaluation during training, DQL's online model selection, among
+    the evaluations on its protocol's ``best_interval`` grid and the last).
 
     Incomplete and diverged runs are left out (``completeness`` lists them); where several finished
     runs cover the same seed (a grouped and a per-seed run, say), the most recently finished counts.
@@ -136,7 +138,14 @@ def cell_scores(results: pd.DataFrame, protocol: str) -> pd.DataFrame:
     if protocol == "final":
         last = usable.loc[usable.groupby(["run_id", "seed"])["step"].idxmax()]
         return last[[*keys, "score"]].reset_index(drop=True)
-    return usable.groupby(keys, as_index=False)["score"].max()
+    on_grid = usable.groupby(["run_id", "seed"])["step"].transform(
+        lambda steps: on_best_grid(steps.to_numpy(), _interval(usable.loc[steps.index[0], "best_interval"])))
+    return usable[on_grid.astype(bool)].groupby(keys, as_index=False)["score"].max()
+
+
+def _interval(value: Any) -> int | None:
+    """A run's ``best_interval`` as stored (None, or NaN in a column where other runs have one)."""
+    return None if value is None or pd.isna(value) else int(value)
 
 
 def completeness(results: pd.DataFrame, expected: list[dict[str, Any]]) -> pd.DataFrame:

@@ -85,8 +85,9 @@ class Comparison:
     caption: str
 
 
-def comparison_table(scores: pd.DataFrame, published: pd.DataFrame, description: str) -> Comparison:
-    """Each of our cells beside its published number; Minari/quick-start tasks are never compared."""
+def comparison_table(scores: pd.DataFrame, published: pd.DataFrame, description: str, protocol: str) -> Comparison:
+    """Each of our cells (scored under ``protocol``) beside its published number, with a verdict where that
+    number reports the same score rule; Minari/quick-start tasks are never compared."""
     rows = []
     comparable = scores[scores["comparable"] & (scores["variant"] == "")]
     for (agent, task), group in comparable.groupby(["agent", "task"]):
@@ -97,12 +98,15 @@ def comparison_table(scores: pd.DataFrame, published: pd.DataFrame, description:
         if ref is not None:
             row.update(published=float(ref["score"]), spread=None if pd.isna(ref["spread"]) else float(ref["spread"]),
                        source=ref["source"], provenance=ref["provenance"], difference=ours.mean - float(ref["score"]),
-                       verdict=verdict(ours, float(ref["score"])))
+                       verdict=verdict(ours, float(ref["score"])) if ref["protocol"] == protocol
+                       else f"published as {ref['protocol']}")
         rows.append(row)
     agents, tasks = ordered_labels(r["agent"] for r in rows), ordered_tasks(r["task"] for r in rows)
     rows.sort(key=lambda r: (agents.index(r["agent"]), tasks.index(r["task"])))
-    return Comparison(rows, f"{description} Verdict: {VERDICT_RULE}. Only tasks on the original D4RL data are "
-                            "compared; Minari and quick-start data differ from the papers' and are never compared.")
+    return Comparison(rows, f"{description} Verdict: {VERDICT_RULE}; given only where the published number reports "
+                            "the same score rule (final or best evaluation), else it says which rule that number used. "
+                            "Only tasks on the original D4RL data are compared; Minari and quick-start data differ "
+                            "from the papers' and are never compared.")
 
 
 # ------------------------------------------------------------------------------------ formatting

@@ -146,4 +146,9 @@ def resolve_config(agent: str, task: Task, overrides: dict[str, Any] | None = No
         )
     hints = typing.get_type_hints(config_cls)
     checked = {k: _coerce(config_cls.__name__, k, hints[k], v) for k, v in values.items()}
-    return ResolvedConfig(agent=agent, task=task.name, config=config_cls(**checked), sources=sources)
+    try:
+        config = config_cls(**checked)
+    except ValueError as err:  # a choice or range the config checks itself (AgentConfig.__post_init__)
+        raise ConfigError(f"{agent} config for task {task.name}: {err}",
+                          f"fix it in benchmarks/configs/{agent}.toml or with --set") from None
+    return ResolvedConfig(agent=agent, task=task.name, config=config, sources=sources)

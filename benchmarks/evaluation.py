@@ -36,6 +36,8 @@ class ActionBox:
         return (2.0 * (actions - self.low) / (self.high - self.low) - 1.0).astype(actions.dtype)
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
+        """Policy actions in [-1, 1] (clipped there first, as D4RL's ``NormalizedBoxEnv.step`` does) to the box."""
+        actions = np.clip(actions, -1.0, 1.0)
         if self.is_unit:
             return actions
         return self.low + (actions + 1.0) * 0.5 * (self.high - self.low)

@@ -6,8 +6,9 @@ convention, episode length and evaluation protocol. Where the data is a Minari d
 evaluation environment and reference scores come from the dataset's own metadata.
 
 D4RL reference scores: Farama-Foundation/D4RL ``d4rl/infos.py`` (REF_MIN_SCORE/REF_MAX_SCORE; every
-Gym-MuJoCo dataset of a robot shares its robot's pair). D4RL's v2 locomotion data was collected in
-gym's mujoco-py ``*-v3`` environments; we evaluate on Gymnasium's ``*-v4``, the same MuJoCo models
+Gym-MuJoCo dataset of a robot shares its robot's pair). D4RL's environments, where the papers evaluate,
+wrap gym's mujoco-py ``*-v2`` classes (``d4rl/gym_mujoco/gym_envs.py``: ``gym.envs.mujoco.HopperEnv``
+in ``NormalizedBoxEnv``); we evaluate on Gymnasium's ``*-v4``, the same MuJoCo models, observations
 and reward functions on the ``mujoco`` bindings (mujoco-py does not install on current Python).
 """
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any, Literal
+
+import numpy as np
 
 from benchmarks.errors import ConfigError
 
@@ -34,9 +37,20 @@ class Protocol:
     env_seed: int = 0  # episode j of every evaluation resets with seed env_seed + j, for every seed and agent
     score: Literal["final", "last_k", "best"] = "final"  # last evaluation / mean of the last k / best
     last_k: int = 10
+    best_interval: int | None = None  # "best" picks among evaluations at multiples of this step count
+    # (and the last one), the grid a paper's model selection saw; None: among every evaluation
 
     def env_seeds(self) -> list[int]:
         return [self.env_seed + j for j in range(self.eval_episodes)]
+
+
+def on_best_grid(steps: np.ndarray, best_interval: int | None) -> np.ndarray:
+    """Which of one run's evaluations, at ``steps``, the ``best`` score picks from: those at multiples
+    of ``best_interval`` and the last one (all of them for None)."""
+    steps = np.asarray(steps)
+    if best_interval is None:
+        return np.ones(steps.shape, bool)
+    return (steps % best_interval == 0) | (steps == steps.max())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +84,11 @@ D4RL_LEVELS = ("random", "medium", "medium-replay", "medium-expert", "expert", "
 D4RL_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/{file}"
 
 # Evaluation of D4RL locomotion: 10 episodes (IQL train_offline.py, DQL/DTQL/CPQL main.py for -v2
-# tasks) every 10k steps (between IQL's 5k and DQL's 50k; the 50k grid for DQL's online model
-# selection is a subset), the final evaluation reported.
-D4RL_LOCOMOTION_PROTOCOL = Protocol(eval_interval=10_000, eval_episodes=10)
+# tasks) every 10k steps (between IQL's 5k and DQL's 50k), the final evaluation reported. The "best"
+# score (DQL's online model selection) picks among the evaluations every 50k steps only, the ones DQL's
+# main.py makes (eval_freq 50 epochs x 1000 steps): the best of 200 noisy 10-episode means would be
+# biased upwards against the best of DQL's 40.
+D4RL_LOCOMOTION_PROTOCOL = Protocol(eval_interval=10_000, eval_episodes=10, best_interval=50_000)
 
 
 def d4rl_file_name(task_name: str) -> str:
@@ -130,6 +146,11 @@ ANTMAZE_MAZES = ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "lar
 def _antmaze_task(dataset_id: str, notes: str) -> Task:
     return dataclasses.replace(_dataset_task(dataset_id, "minari", "antmaze", ANTMAZE_PROTOCOL, notes), reward="sparse")
 
+
+# ---------------------------------------------------------------------------------------------
+# Kitchen and Adroit datasets run ad hoc: 100 evaluation episodes (DQL/DTQL main.py: `10 if 'v2' in env_name
+# else 100`, i.e. 100 for kitchen-*-v0 and pen-*-v1), every 50k steps (their eval_freq 50 epochs x 1000 steps).
+MANIPULATION_PROTOCOL = Protocol(eval_interval=50_000, eval_episodes=100)
 
 # ---------------------------------------------------------------------------------------------
 # Quick-start data generated here by scripted controllers (benchmarks/data/quickstart.py)
@@ -204,5 +225,6 @@ def task_for_dataset(dataset_id: str) -> Task:
     family = family_of_dataset(dataset_id)
     if family == "antmaze":
         return _antmaze_task(dataset_id, "ad-hoc Minari dataset")
-    protocol = QUICKSTART_PROTOCOL if family == "quickstart" else MINARI_MUJOCO_PROTOCOL
+    protocol = {"quickstart": QUICKSTART_PROTOCOL, "kitchen": MANIPULATION_PROTOCOL,
+                "adroit": MANIPULATION_PROTOCOL}.get(family, MINARI_MUJOCO_PROTOCOL)
     return _dataset_task(dataset_id, "minari", family, protocol, "ad-hoc Minari dataset")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.base import Agent, SeedStreams
+from agents.base import Agent, SeedStreams, Transitions
 from benchmarks import provenance
 from benchmarks.stepping import TrainingStep, cuda_graphs_wanted
 from benchmarks.cpu_memory import keep_freed_memory
@@ -43,7 +43,7 @@ from benchmarks.config import ResolvedConfig, canonical_json, get_agent_class, r
 from benchmarks.data import TaskData, load_task_data
 from benchmarks.errors import BenchError, DataError, RunInterrupted
 from benchmarks.evaluation import Evaluator
-from benchmarks.tasks import TASKS, Task, get_task, task_for_dataset
+from benchmarks.tasks import TASKS, Protocol, Task, get_task, task_for_dataset, on_best_grid
 
 FORMAT_VERSION = 1
 
@@ -217,13 +217,14 @@ class StopFlag:
         )
 
 
-def seed_scores(evaluations: list[dict[str, Any]], last_k: int) -> dict[str, list[float]]:
-    """Per-seed normalised score under each protocol: final, mean of the last k, best."""
+def seed_scores(evaluations: list[dict[str, Any]], protocol: Protocol) -> dict[str, list[float]]:
+    """Per-seed normalised score under each rule: final, mean of the last k, best (on the protocol's grid)."""
     scores = np.array([e["score"] for e in evaluations])  # [n_evals, n_seeds]
+    candidates = on_best_grid(np.array([e["step"] for e in evaluations]), protocol.best_interval)
     return {
         "final": scores[-1].tolist(),
-        "last_k": scores[-last_k:].mean(0).tolist(),
-        "best": scores.max(0).tolist(),
+        "last_k": scores[-protocol.last_k:].mean(0).tolist(),
+        "best": scores[candidates].max(0).tolist(),
     }
 
 
@@ -250,7 +251,14 @@ class Run:
     def train(self) -> dict[str, Any]:
         if (done := self.finished()) is not None:
             return done
-        data = load_task_data(self.spec.task, self.options.device)  # bad data fails before anything is written
+        # bad data, and data the agent's reward convention does not admit, fail before anything is written
+        data = load_task_data(self.spec.task, self.options.device)
+        agent = self.spec.build_agent(data.obs_dim, data.act_dim, self.options.device)
+        try:
+            transitions = agent.preprocess(data.transitions)
+        except ValueError as err:
+            raise DataError(f"{self.spec.task.dataset_id}: reward_transform {agent.config.reward_transform!r}: {err}",
+                            "train with another one, e.g. --set reward_transform=none") from None
         if self.options.device.type == "cpu":
             keep_freed_memory()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -258,12 +266,10 @@ class Run:
             if self.options.force:
                 for name in ("final.json", "checkpoint.pt", "metrics.jsonl", "starts.jsonl"):
                     (self.dir / name).unlink(missing_ok=True)
-            return self._train_locked(data)
+            return self._train_locked(data, agent, transitions)
 
-    def _train_locked(self, data: TaskData) -> dict[str, Any]:
+    def _train_locked(self, data: TaskData, agent: Agent, transitions: Transitions) -> dict[str, Any]:
         spec, device = self.spec, self.options.device
-        agent = spec.build_agent(data.obs_dim, data.act_dim, device)
-        transitions = agent.preprocess(data.transitions)
         batches = SeedStreams(spec.seeds, "batches", device)
         evaluator = Evaluator(data.make_env, self.protocol, len(spec.seeds), data.ref_min_score, data.ref_max_score, device)
         state = {"step": 0, "evaluations": [], "train_seconds": 0.0, "eval_seconds": 0.0, "segments": []}
@@ -372,7 +378,7 @@ class Run:
 
     def _finish(self, state: dict[str, Any], data: TaskData) -> dict[str, Any]:
         evaluations = state["evaluations"]
-        per_protocol = seed_scores(evaluations, self.protocol.last_k)
+        per_protocol = seed_scores(evaluations, self.protocol)
         reported = per_protocol[self.protocol.score]
         total_seconds = state["train_seconds"] + state["eval_seconds"]
         final = {

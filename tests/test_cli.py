@@ -76,6 +76,13 @@ def test_parse_seeds():
         (["run", "--agent", "iql", "--task", "hopper-medium-v2", "--set", "expectil=0.8"], ["unknown iql hyperparameter(s) expectil", "known: "]),
         (["run", "--agent", "iql", "--task", "hopper-medium-v2", "--set", "expectile=high"], ["IQLConfig.expectile must be float"]),
         (["run", "--agent", "iql", "--task", "hopper-medium-v2", "--set", "noequals"], ["is not key=value"]),
+        (["run", "--agent", "cql", "--task", "hopper-medium-v2", "--set", "target_backup=max"],
+         ["cql config for task hopper-medium-v2: target_backup must be one of 'sample', 'min_of_max', 'max_of_min'"]),
+        (["run", "--agent", "bc", "--task", "hopper-medium-v2", "--set", "reward_transform=scaled"],
+         ["reward_transform must be one of", "'iql_locomotion'", "got 'scaled'"]),
+        (["run", "--agent", "dtql", "--task", "hopper-medium-v2", "--steps", "100"], ["pretrain_steps (50000) must be in [0, steps = 100)"]),
+        (["submit", "--suite", "quickstart", "--agents", "cpql", "--set", "sampler=euler", "--executor", "debug"],
+         ["sampler must be one of 'onestep', 'multistep'"]),
         (["run", "--agent", "iql", "--task", "hopper-medium-v2", "--seeds", "0,x"], ["--seeds", "e.g. --seeds 0,1,2"]),
         (["run", "--agent", "iql", "--task", "hopper-medium-v2", "--device", "cuda"], ["no CUDA device", "--device cpu"]),
     ],
@@ -106,6 +113,16 @@ def test_corrupted_dataset_is_refused_with_its_path(quickstart, tmp_path):
     env = {**os.environ, "MINARI_DATASETS_PATH": str(root), "BENCH_RESULTS_DIR": str(tmp_path / "results")}
     result = bench("run", "--agent", "iql", "--task", "quickstart/reacher/mixed-v0", env=env)
     assert_one_line_error(result, 3, str(data_file), "SHA-256", "differs")
+    assert not (tmp_path / "results").exists()
+
+
+def test_data_an_agents_reward_convention_cannot_use_is_refused(quickstart, tmp_path):
+    """IQL scales locomotion rewards by 1000 / (max - min episode return): undefined where every episode
+    of the expert data balances the pendulum to the end."""
+    env = {**os.environ, "BENCH_RESULTS_DIR": str(tmp_path / "results")}
+    result = bench("run", "--agent", "iql", "--task", "quickstart/invertedpendulum/expert-v0", "--steps", "10", env=env)
+    assert_one_line_error(result, 3, "quickstart/invertedpendulum/expert-v0", "reward_transform 'iql_locomotion'",
+                          "every episode returns 1000", "--set reward_transform=none")
     assert not (tmp_path / "results").exists()
 
 

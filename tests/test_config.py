@@ -39,6 +39,13 @@ def test_every_task_and_family_resolves_for_every_agent(agent):
         assert resolved.config.reward_transform in REWARD_TRANSFORMS, (task.name, resolved.config.reward_transform)
 
 
+def test_ad_hoc_protocols_follow_each_domains_official_evaluation():
+    """Kitchen and Adroit: 100 episodes every 50k steps (DQL/DTQL main.py); AntMaze: 100 every 50k; the rest 10."""
+    protocols = {d: task_for_dataset(d).protocol for d in [*AD_HOC, "mujoco/ant/medium-v0"]}
+    assert [(p.eval_interval, p.eval_episodes) for p in protocols.values()] == [(50_000, 100)] * 3 + [(10_000, 10)]
+    assert {task_for_dataset(d).family for d in AD_HOC} == {"antmaze", "kitchen", "adroit"}
+
+
 def test_overrides_win_and_are_typed():
     task = get_task("hopper-medium-v2")
     resolved = resolve_config("iql", task, parse_overrides(["expectile=0.9", "hidden_dims=[64, 64, 64]", "steps=10", "tau=1"]))

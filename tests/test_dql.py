@@ -447,6 +447,14 @@ def test_configs_follow_the_official_table():
     assert "v0" in play.sources["eta"]
     umaze = resolve_config("dql", task_for_dataset("D4RL/antmaze/umaze-v1")).config
     assert (umaze.eta, umaze.max_q_backup, umaze.grad_norm) == (0.5, False, 2.0)
+    kitchen = {d: resolve_config("dql", task_for_dataset(f"D4RL/kitchen/{d}-v2")).config for d in ("complete", "mixed")}
+    assert [(c.eta, c.grad_norm, c.steps, c.reward_transform) for c in kitchen.values()] == [
+        (0.005, 9.0, 250_000, "none"), (0.005, 10.0, 1_000_000, "none")]
+    pen = {d: resolve_config("dql", task_for_dataset(f"D4RL/pen/{d}-v2")).config for d in ("human", "cloned")}
+    assert [(c.actor_lr, c.eta, c.grad_norm, c.reward_transform) for c in pen.values()] == [
+        (3e-5, 0.15, 7.0, "normalize"), (3e-5, 0.1, 8.0, "normalize")]
+    minari = resolve_config("dql", get_task("mujoco/hopper/medium-v0"))  # no entry: the -v2 table's median gn
+    assert minari.config.grad_norm == 5.0 and "median" in minari.sources["grad_norm"]
     for suite in SUITES.values():
         for name in suite:
             resolve_config("dql", get_task(name))

@@ -389,7 +389,7 @@ def test_target_critic_starts_equal_and_takes_no_gradient():
 
 def test_bad_pretrain_steps_rejected():
     with pytest.raises(ValueError, match="pretrain_steps"):
-        DTQL(OBS, ACT, make_config(pretrain_steps=20, steps=20), [0], "cpu")
+        make_config(pretrain_steps=20, steps=20)
 
 
 # ------------------------------------------------------------------------------------------------

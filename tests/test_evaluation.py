@@ -20,7 +20,11 @@ def test_action_box_round_trip_and_unit_box_is_exact():
     np.testing.assert_allclose(box.to_env(box.normalise(actions)), actions)
     unit = ActionBox(-np.ones(3), np.ones(3))
     odd = np.array([0.1234567], dtype=np.float32)
-    assert unit.normalise(odd) is odd and unit.to_env(odd) is odd
+    assert unit.normalise(odd) is odd
+    assert unit.to_env(odd).dtype == np.float32 and np.array_equal(unit.to_env(odd), odd)
+    # actions outside [-1, 1] are clipped first, as D4RL's NormalizedBoxEnv does
+    np.testing.assert_array_equal(unit.to_env(np.array([1.5, -2.0, 0.5])), [1.0, -1.0, 0.5])
+    np.testing.assert_allclose(box.to_env(np.array([[-7.0, 4.0]])), [[-3.0, 2.0]])
 
 
 def test_normalised_score_uses_d4rl_reference_returns():

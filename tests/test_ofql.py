@@ -33,8 +33,8 @@ def make_config(**changes) -> OFQLConfig:
     values = dict(
         steps=100, batch_size=8, reward_transform="none", actor_lr=3e-4, critic_lr=3e-4, discount=0.99, tau=0.005,
         eta=0.5, hidden_dim=16, time_embed_dim=8, time_embed_scale=1.0, time_mu=-0.4, time_sigma=1.0,
-        flow_ratio=0.5, ema_decay=0.995, ema_start=1000, ema_every=5, max_q_backup=False, max_q_samples=10,
-        max_grad_norm=0.0, num_candidates=50, act_with_ema=False,
+        flow_ratio=0.5, bc_adaptive_power=0.0, bc_adaptive_eps=1e-3, ema_decay=0.995, ema_start=1000, ema_every=5, max_q_backup=False, max_q_samples=10,
+        max_grad_norm=0.0, num_candidates=50, act_with_ema=False, act_noise_scale=1.0, act_q_temperature=1.0,
     )
     values.update(changes)
     return OFQLConfig(**values)
@@ -136,6 +136,19 @@ def test_flow_bc_loss_equation(float64):
         dudt = (policy(a_t + h * v, r, t + h, s) - policy(a_t - h * v, r, t - h, s)) / (2 * h)
         expected = ((u - (v - (t - r)[..., None] * dudt)) ** 2).mean(dim=(1, 2))
     torch.testing.assert_close(flow_bc_loss(policy, s, a, eps, r, t), expected, rtol=1e-7, atol=1e-10)
+    # MeanFlow's adaptive weighting: each sample's error d weighted by sg(1 / (d + c)^p)
+    with torch.no_grad():
+        d = ((u - (v - (t - r)[..., None] * dudt)) ** 2).mean(-1)
+    torch.testing.assert_close(flow_bc_loss(policy, s, a, eps, r, t, 0.5, 1e-3), (d / (d + 1e-3).sqrt()).mean(-1),
+                               rtol=1e-6, atol=1e-10)
+    # the weight is a constant (stop-gradient): the gradient is that of mean_i w_i d_i with w_i = 1 / (d_i + c) fixed
+    params = list(policy.parameters())
+    grads = torch.autograd.grad(flow_bc_loss(policy, s, a, eps, r, t, 1.0, 0.01).sum(), params)
+    u_live, u_tgt = meanflow_target(policy, s, a_t, r, t, v)
+    weight = 1 / (d + 0.01)
+    expected = torch.autograd.grad((weight * (u_live - u_tgt).square().mean(-1)).mean(-1).sum(), params)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)
 
 
 def test_r_equal_t_is_conditional_flow_matching():
@@ -427,9 +440,12 @@ def test_state_dict_round_trip_continues_identically():
     torch.testing.assert_close(a.act(obs), b.act(obs), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("with_ema", [False, True])
-def test_act_draws_one_of_50_one_step_candidates_by_softmax_q(with_ema):
-    agent = OFQL(OBS, ACT, make_config(act_with_ema=with_ema), [0, 1], "cpu")
+@pytest.mark.parametrize("with_ema, noise_scale, q_temperature", [(False, 1.0, 1.0), (True, 0.5, 100.0)],
+                         ids=["dql", "cleandiffuser"])
+def test_act_draws_one_of_50_one_step_candidates_by_softmax_q(with_ema, noise_scale, q_temperature):
+    """DQL's sample_action, and CleanDiffuser's (EMA policy, noise scaled by its temperature, sharper softmax)."""
+    agent = OFQL(OBS, ACT, make_config(act_with_ema=with_ema, act_noise_scale=noise_scale, act_q_temperature=q_temperature),
+                 [0, 1], "cpu")
     perturb_(agent.ema_actor, 0.5, seed=4)  # EMA and online policies differ
     perturb_(agent.target_critic, 0.5, seed=5)
     obs = torch.randn(2, 6, OBS)
@@ -438,8 +454,8 @@ def test_act_draws_one_of_50_one_step_candidates_by_softmax_q(with_ema):
     policy = agent.ema_actor if with_ema else agent.actor
     with torch.no_grad():
         s = obs[:, :, None].expand(-1, -1, 50, -1)
-        candidates = one_step_action(policy, s, streams.randn(6, 50, ACT))
-        expected = choose_by_q(candidates, q_min(agent.target_critic, s, candidates), streams)
+        candidates = one_step_action(policy, s, noise_scale * streams.randn(6, 50, ACT))
+        expected = choose_by_q(candidates, q_temperature * q_min(agent.target_critic, s, candidates), streams)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     assert got.shape == (2, 6, ACT) and got.abs().max() <= 1
     # the chosen action is one of the state's candidates

@@ -30,6 +30,7 @@ import pytest
 from analysis import published, report, statistics, tables
 from analysis.results import cell_scores, diverged_seeds, load_results
 from benchmarks.cli import build_parser, cell_from_args, main
+from benchmarks.tasks import Protocol, get_task
 from benchmarks.training import Cell, seed_scores
 
 REPS = 100  # bootstrap repetitions: enough to run rliable's code paths, small enough to be quick
@@ -137,7 +138,7 @@ def write_run(root: Path, template: Template, agent: str, task: str, finals: lis
     final = copy.deepcopy(template.final)
     for key in ("run_id", "agent", "task", "seeds", "reproduce", "config", "protocol", "dataset"):
         put(final, key, config[key])
-    per_protocol = seed_scores(evaluations, config["protocol"]["last_k"])
+    per_protocol = seed_scores(evaluations, Protocol(**config["protocol"]))
     put(final, "scores", {name: dict(zip(map(str, seeds), values)) for name, values in per_protocol.items()})
     put(final, "score", {"protocol": "final", "per_seed": final["scores"]["final"], "mean": float(np.mean(finals)),
                          "std": float(np.std(finals))})
@@ -233,6 +234,30 @@ def test_divergence_is_per_seed():
     assert diverged_seeds([{"kind": "eval", "step": 10, "score": [50.0, NAN]}], 2) == [False, True]
     assert diverged_seeds([{"kind": "train", "step": 10, "lr": NAN}], 2) == [True, True]  # not per seed: all
     assert diverged_seeds([{"kind": "train", "step": 10, "loss": [[0.1, 0.2], [0.3, NAN]]}], 2) == [False, True]
+
+
+def test_best_score_picks_among_the_protocols_grid():
+    """D4RL locomotion evaluates every 10k steps, but DQL's online model selection saw its 50k grid:
+    ``best`` must not pick an off-grid evaluation, in final.json nor in the report's frame."""
+    protocol = get_task("hopper-medium-v2").protocol
+    assert (protocol.eval_interval, protocol.best_interval) == (10_000, 50_000)
+    steps = list(range(10_000, 120_001, 10_000))  # a run of 120k steps: the last evaluation is off the grid
+    scores = {step: [50.0 + step / 10_000, 40.0] for step in steps}
+    scores[30_000] = [99.0, 99.0]  # off the grid: never the best
+    scores[50_000][1] = 70.0  # on the grid
+    scores[120_000][1] = 80.0  # the last evaluation always counts
+    evaluations = [{"step": step, "score": scores[step]} for step in steps]
+    assert seed_scores(evaluations, protocol)["best"] == [62.0, 80.0]
+    assert seed_scores(evaluations, Protocol(eval_interval=10_000, eval_episodes=10))["best"] == [99.0, 99.0]
+
+    rows = [{"run_id": "r", "agent": "dql", "variant": "", "label": "dql", "task": "hopper-medium-v2",
+             "suite": "d4rl-locomotion", "comparable": True, "seed": seed, "step": step, "score": scores[step][seed],
+             "steps": 120_000, "complete": True, "diverged": False, "eval_episodes": 10,
+             "best_interval": protocol.best_interval, "finished": 0.0} for step in steps for seed in (0, 1)]
+    frame = pd.DataFrame(rows)
+    assert cell_scores(frame, "best").sort_values("seed")["score"].tolist() == [62.0, 80.0]
+    every = cell_scores(frame.assign(best_interval=np.nan), "best")  # runs written before the grid existed
+    assert every.sort_values("seed")["score"].tolist() == [99.0, 99.0]
 
 
 def test_completeness_lists_every_gap(built):
@@ -339,7 +364,8 @@ def test_macros_one_per_cell_and_expand_in_latex(built, tree):
     assert len(cell_macros) == n_cells
     ofql = final[(final["label"] == "ofql") & (final["task"] == "hopper-medium-v2")]["score"]
     assert defined["\\benchFinalOfqlHopperMediumVTwo"] == f"{ofql.mean():.1f} \\ensuremath{{\\pm}} {ofql.std():.1f}"
-    assert defined["\\benchFinalDqlHopperMediumVTwoVerdict"] == "below"
+    assert defined["\\benchFinalDqlHopperMediumVTwoVerdict"] == "published as best"  # DQL reports its best
+    assert defined["\\benchBestDqlHopperMediumVTwoVerdict"] == "below"
     assert defined["\\benchFinalDqlHopperMediumVTwoDelta"] == "-10.5"
     assert defined["\\benchFinalDtqlWalkerTwodMediumVTwoPublished"] == "--"
     assert "\\benchFinalOfqlDFourrlLocomotionAverage" in defined
@@ -348,7 +374,7 @@ def test_macros_one_per_cell_and_expand_in_latex(built, tree):
         return
     # TeX itself expands them to the same text
     probe = out / "macro_probe.tex"
-    names = ["\\benchFinalOfqlHopperMediumVTwo", "\\benchBestBcMujocoHopperMediumVZero", "\\benchFinalDqlHopperMediumVTwoVerdict"]
+    names = ["\\benchFinalOfqlHopperMediumVTwo", "\\benchBestBcMujocoHopperMediumVZero", "\\benchBestDqlHopperMediumVTwoVerdict"]
     probe.write_text("\\documentclass{article}\n\\input{macros.tex}\n\\newwrite\\probe\n\\immediate\\openout\\probe=probe.txt\n"
                      + "".join(f"\\immediate\\write\\probe{{{n}}}\n" for n in names)
                      + "\\immediate\\closeout\\probe\n\\begin{document}x\\end{document}\n")
@@ -410,11 +436,14 @@ def test_comparison_with_published_numbers(built, protocol):
     assert not frame.index.get_level_values("task").str.contains("/").any()  # Minari and quick-start never
     assert set(frame.index.get_level_values("task")) == {"hopper-medium-v2", "walker2d-medium-v2"}
     assert ("bc", "walker2d-medium-v2") not in frame.index  # nothing finished there
+    # a verdict only under the score rule of the published number: DQL's is its best evaluation (online model
+    # selection), the others' their final one
     expected = {("ofql", "hopper-medium-v2"): ("reproduced", 103.6), ("dql", "hopper-medium-v2"): ("below", 90.5),
                 ("bc", "hopper-medium-v2"): ("above", 52.9), ("dtql", "hopper-medium-v2"): ("inconclusive", 99.6),
                 ("dql", "walker2d-medium-v2"): ("inconclusive", 87.0), ("ofql", "walker2d-medium-v2"): ("reproduced", 87.4)}
-    if protocol == "best":
-        expected[("dql", "hopper-medium-v2")] = ("below", 90.5)
+    for agent, task in expected:
+        if (agent == "dql") != (protocol == "best"):
+            expected[(agent, task)] = ("published as " + ("best" if agent == "dql" else "final"), expected[(agent, task)][1])
     for (agent, task), (verdict, number) in expected.items():
         row = frame.loc[(agent, task)]
         ours = np.mean(known_scores(protocol, agent, task))
@@ -430,7 +459,8 @@ def test_comparison_with_published_numbers(built, protocol):
     assert " & -- & -- & -- & no published number" in row
     row = next(line for line in tex.splitlines() if line.startswith("dql & hopper-medium-v2"))
     diff = np.mean(known_scores(protocol, "dql", "hopper-medium-v2")) - 90.5
-    assert f"& {diff:+.1f} & below" in row and "ofql-iclr2026-table (paper)" in row
+    assert f"& {diff:+.1f} & {expected[('dql', 'hopper-medium-v2')][0]}" in row and "ofql-iclr2026-table (paper)" in row
+    assert "given only where the published number reports the same score rule" in tex
     assert "no published number" in (out / f"published_{protocol}.md").read_text()
 
 
@@ -438,7 +468,7 @@ def test_minari_is_never_compared_even_with_a_published_row(tree):
     scores = cell_scores(load_results(tree), "final")
     table = published.load()
     fake = table.iloc[[0]].assign(agent_id="ofql", task="mujoco/hopper/medium-v0", source="ofql-iclr2026-table", score=52.0)
-    comparison = tables.comparison_table(scores, pd.concat([table, fake]), "")
+    comparison = tables.comparison_table(scores, pd.concat([table, fake]), "", "final")
     assert {r["task"] for r in comparison.rows} == {"hopper-medium-v2", "walker2d-medium-v2"}
     assert "never compared" in comparison.caption
 

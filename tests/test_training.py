@@ -48,7 +48,8 @@ def test_run_writes_scores_and_provenance(reference_run, capsys):
     config = json.loads((reference_run / "config.json").read_text())
     assert final["run_id"] == reference_run.name == config["run_id"]
     assert final["agent"] == "iql" and final["task"] == TASK and final["seeds"] == [0, 2]
-    assert final["protocol"] == {"eval_interval": 80, "eval_episodes": 3, "env_seed": 0, "score": "final", "last_k": 10}
+    assert final["protocol"] == {"eval_interval": 80, "eval_episodes": 3, "env_seed": 0, "score": "final", "last_k": 10,
+                                 "best_interval": None}
     assert set(final["score"]["per_seed"]) == {"0", "2"}
     evals = [json.loads(line) for line in (reference_run / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals if e["kind"] == "eval"] == [80, 160, 240]
