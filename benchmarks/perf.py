@@ -116,7 +116,7 @@ def task_sizes(task: Task) -> tuple[int, int]:
 def synthetic_transitions(obs_dim: int, act_dim: int, device: torch.device, n: int = SYNTHETIC_TRANSITIONS,
                           seed: int = 0) -> Transitions:
     """Random transitions made on ``device``: normal states and rewards, actions uniform in [-1, 1], 1% terminals,
-    episodes of 1000 steps (for return-based reward scaling)."""
+    episodes of 1000 steps, or 10 episodes where ``n`` is smaller (IQL's reward scaling needs returns that differ)."""
     g = torch.Generator(device=device).manual_seed(seed)
 
     def draw(fn: Callable[..., torch.Tensor], *shape: int) -> torch.Tensor:
@@ -128,7 +128,7 @@ def synthetic_transitions(obs_dim: int, act_dim: int, device: torch.device, n: i
         rewards=draw(torch.randn, n),
         next_observations=draw(torch.randn, n, obs_dim),
         terminals=(draw(torch.rand, n) < 0.01).float(),
-        episode_index=torch.arange(n, device=device) // 1000,
+        episode_index=torch.arange(n, device=device) // min(1000, max(n // 10, 1)),
     )
 
 
