@@ -64,7 +64,7 @@ Where the official code and CORL differ, and what this file does (default = CORL
   live in a module (saved in the state dict) and ``act`` applies them to raw observations.
 - rewards: official unchanged on MuJoCo, ``(r - 0.5) * 4`` on AntMaze; CORL unchanged on MuJoCo except
   hopper-medium-v2 (``normalize_reward=True``: ``r * 1000 / (max return - min return)``, as IQL), and
-  ``10 r - 5`` on AntMaze (``"corl_antmaze"``, handled in :meth:`CQL.preprocess`).
+  ``10 r - 5`` on AntMaze (``"corl_antmaze"``).
 - Q-loss structure: official steps two Adams (``qf1_optimizer``, ``qf2_optimizer``) on separate
   backward passes; CORL one backward of the summed loss through the same two optimisers. The two
   critics share no parameter and Adam is per-element, so one Adam over both critics is identical.
@@ -400,10 +400,7 @@ class CQL(Agent):
         self.noise = SeedStreams(self.seeds, "cql/noise", self.device)
 
     def preprocess(self, data: Transitions) -> Transitions:
-        if self.config.reward_transform == "corl_antmaze":  # CORL modify_reward: r * 10 - 5 (AntMaze configs)
-            data = data.replace(rewards=data.rewards * 10.0 - 5.0)
-        else:
-            data = super().preprocess(data)
+        data = super().preprocess(data)  # rewards; then CORL's state normalisation
         if self.config.normalize_states:
             self.state_norm.fit_(data.observations)
             data = data.replace(

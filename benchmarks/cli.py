@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 unexpected failure (a bug: the traceback is printed); 2 bad usage,
 unknown agent/task/suite or bad hyperparameter; 3 missing or corrupt data; 4 a run stopped by a
-signal after checkpointing (run the same command again to resume).
+signal after checkpointing (run the same command again to resume); 5 a sweep waited for ended with
+cells unfinished (failed or cancelled).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 from agents import AGENTS
-from benchmarks.errors import BenchError, ConfigError
+from benchmarks.errors import BenchError, ConfigError, SweepFailed
 from benchmarks.provenance import CODE_ROOT
 from benchmarks.config import named_grid, parse_overrides
 from benchmarks.tasks import SUITES, TASKS, Task, get_task, task_for_dataset
@@ -118,7 +119,7 @@ def cmd_data_import(args: argparse.Namespace) -> None:
 
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always", UserWarning)
-        infos = import_path(Path(args.path).expanduser(), force=args.force)
+        infos = import_path(Path(args.path).expanduser(), force=args.force, task_name=args.task)
     for note in notes:
         print(f"bench: note: {note.message}", file=sys.stderr)
     for info in infos:
@@ -248,12 +249,19 @@ def cmd_submit(args: argparse.Namespace) -> None:
     root = results_root(args.results)
     executor = args.executor or ("slurm" if shutil.which("sbatch") else "local")
     why = "given" if args.executor else ("sbatch found" if executor == "slurm" else "no sbatch on PATH")
+    if args.parallel < 1:
+        raise ConfigError(f"--parallel {args.parallel}: at least one job must run at a time", "e.g. --parallel 2")
     profile = load_profile(args.profile)
     cells = sweep_cells(args)
     with sweep.submission_lock(root):
         planned = sweep.plan(cells, root)
         todo = sweep.to_submit(planned, args.retry_failed)
         print(f"executor: {executor} ({why}); {len(planned)} job(s), {len(todo)} to submit; results: {root}")
+        if executor == "local" and profile.gpus_per_node:
+            print(f"  local jobs see GPUs 0-{profile.gpus_per_node - 1} (the profile's gpus_per_node)")
+        elif executor == "local":
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+            print(f"  local jobs see this shell's GPUs (CUDA_VISIBLE_DEVICES={visible})")
         for p in planned:
             action = "submit" if p in todo else "skip"
             note = f" (job {p.previous['job_id']} in sweep {p.previous['sweep']})" if p.previous else ""
@@ -276,14 +284,22 @@ def cmd_submit(args: argparse.Namespace) -> None:
     print(f"manifest: {sweeps_manifest_path(root, manifest['sweep_id'])}; `bench status --sweep {manifest['sweep_id']}`")
     if args.wait or executor != "slurm":
         sweep.wait(submission.jobs)
-        print_status(manifest, root)
+        unfinished = [row["run_id"] for row in print_status(manifest, root) if row["state"] != "done"]
+        if unfinished:
+            raise SweepFailed(
+                f"sweep {manifest['sweep_id']}: {len(unfinished)} of {len(manifest['jobs'])} cell(s) did not finish: "
+                f"{', '.join(unfinished)}",
+                f"`bench status --sweep {manifest['sweep_id']}` shows why; the same `bench submit` with --retry-failed "
+                "reruns them",
+            )
 
 
 def sweeps_manifest_path(results_root: Path, sweep_id: str) -> Path:
     return results_root / "sweeps" / sweep_id / "manifest.json"
 
 
-def print_status(manifest: dict, results_root: Path) -> None:
+def print_status(manifest: dict, results_root: Path) -> list[dict]:
+    """Print the sweep's table and return its rows."""
     from slurm import sweep
 
     rows = sweep.status_rows(manifest, results_root)
@@ -300,6 +316,7 @@ def print_status(manifest: dict, results_root: Path) -> None:
             print(f"  {'':<10} log: {row['stderr']}")
     counts = {state: sum(r["state"] == state for r in rows) for state in dict.fromkeys(r["state"] for r in rows)}
     print("  " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    return rows
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -429,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Import original D4RL HDF5 files (a file, or every D4RL file in a folder) into Minari format, "
                                     "with D4RL's reference scores; transitions are those of d4rl.qlearning_dataset.")
     p.add_argument("path", help="an .hdf5 file such as hopper_medium-v2.hdf5, or a folder of them")
+    p.add_argument("--task", metavar="TASK", help="the task of a single file not named as D4RL names it, e.g. hopper-medium-v2")
     p.add_argument("--force", action="store_true", help="re-import datasets that already exist")
     p.set_defaults(func=cmd_data_import)
     p = dsub.add_parser("download", help="download a Minari dataset (needs internet)",
@@ -511,7 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=int, help="override the suite's evaluation episodes")
     p.add_argument("--retry-failed", action="store_true", help="also resubmit cells whose last job failed or was cancelled")
     p.add_argument("--dry-run", action="store_true", help="print the jobs and sbatch parameters, submit nothing")
-    p.add_argument("--wait", action="store_true", help="wait until every job has ended (always for local/debug)")
+    p.add_argument("--wait", action="store_true", help="wait until every job has ended (always for local/debug); "
+                   "exit 5 if a cell did not finish")
     p.add_argument("--parallel", type=int, default=os.cpu_count() or 1,
                    help="local executor: jobs at once, each with cores/parallel torch threads (default: one job per core)")
     add_results_argument(p)

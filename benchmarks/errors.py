@@ -42,3 +42,9 @@ class RunInterrupted(BenchError):
     """The run was stopped by a signal after writing its checkpoint; rerunning resumes it."""
 
     exit_code = 4
+
+
+class SweepFailed(BenchError):
+    """Some cells of a sweep that was waited for did not finish."""
+
+    exit_code = 5

@@ -316,6 +316,7 @@ class Run:
                         state["train_seconds"] += time.perf_counter() - tick
                         tick = time.perf_counter()
                         metrics_file.flush()
+                        os.fsync(metrics_file.fileno())  # on disk before the checkpoint that counts its bytes
                         self._checkpoint(checkpoint_path, metrics_file.tell(), state, agent, batches, data)
                     if stop:
                         stop.deliver(spec.run_id, step)
@@ -369,6 +370,12 @@ class Run:
             raise DataError(
                 f"{path}: checkpoint written on {written_on}, whose random streams do not continue on {self.options.device.type}",
                 f"resume with --device {written_on}, or pass --force to retrain from scratch",
+            )
+        written = metrics_path.stat().st_size if metrics_path.exists() else 0
+        if written < saved["metrics_offset"]:  # lost in a crash: cutting back to the offset would pad it with NULs
+            raise DataError(
+                f"{metrics_path}: {written} bytes, shorter than the {saved['metrics_offset']} its checkpoint recorded",
+                f"delete {path} to retrain the run from scratch (bench run: --force)",
             )
         agent.load_state_dict(saved["agent"])
         batches.load_state_dict(saved["batches"])

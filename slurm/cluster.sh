@@ -47,6 +47,8 @@ wait_until() {  # wait_until WHAT CMD...: poll every 0.2 s for WAIT_S seconds
     die "timed out waiting for $what (logs in $DIR/log)"
 }
 
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }  # something listens on it
+
 daemon() {  # daemon NAME CMD...: start in its own session, record its PID
     local name=$1; shift
     setsid "$@" </dev/null >"$DIR/log/$name.out" 2>&1 &
@@ -69,7 +71,7 @@ install_packages() {
 
 write_config() {
     local host cpus mem sock="$DIR/run/munge.socket" gres_line="" gres_types="" preempt="" part_extra="" high=""
-    host=$(hostname -s); cpus=$(nproc)
+    host=$(hostname -s); cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc obeys those
     mem=$(slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p'); mem=${mem:-1000}
     if [ "$FAKE_GPUS" -gt 0 ]; then
         mkdir -p "$DIR/fakedev"
@@ -153,8 +155,12 @@ EOF
 start() {
     [ "$(id -u)" = 0 ] || die "must run as root (the daemons run as root here)"
     for d in "${DAEMONS[@]}"; do alive "$d" && die "$d is already running; run '$0 stop' first"; done
+    for port in 6817 6818 6819 13306; do  # slurmctld, slurmd, slurmdbd, mariadbd: one cluster per machine
+        port_busy "$port" && die "port $port is in use: another cluster runs here (stop it: BENCH_SLURM_DIR=<its folder> $0 stop)"
+    done
     install_packages
     rm -rf "$DIR"; mkdir -p "$DIR"/{etc,run,log,pids,munge,db,state/ctld,state/d}
+    trap 'stop >/dev/null 2>&1' EXIT  # a start that fails leaves no daemon behind
     chmod 700 "$DIR/munge"
     write_config
     export SLURM_CONF="$DIR/etc/slurm.conf"
@@ -187,6 +193,7 @@ start() {
     local job; job=$(timeout "$WAIT_S" sbatch --parsable --wait -J smoke -o /dev/null -e /dev/null --wrap true) \
         || die "smoke job failed (see $DIR/log/slurmd.log)"
     wait_until "smoke job in sacct" bash -c "sacct -n -X -P -o State -j $job | grep -qx COMPLETED"
+    trap - EXIT
     say "cluster up: $(sinfo -h -o '%P %D %c CPUs %G' | tr '\n' ' ')— . $DIR/env.sh to use it"
 }
 

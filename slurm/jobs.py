@@ -46,11 +46,17 @@ class CellJob:
     run_id: str  # planned at submission; the job refuses to train anything else
     results_root: str
     threads: int | None = None
+    environment: tuple[tuple[str, str | None], ...] = ()  # set (None: unset) before CUDA starts
 
     def __call__(self) -> dict[str, Any]:
         from benchmarks.cli import resolve_device
         from benchmarks.training import Run, RunOptions
 
+        for name, value in self.environment:
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         if self.threads:
             torch.set_num_threads(self.threads)
         spec = self.cell.spec()
@@ -62,7 +68,8 @@ class CellJob:
             )
         options = RunOptions(results_root=Path(self.results_root), device=resolve_device("auto"), progress=False)
         final = Run(spec, options).train()
-        return {"run_id": final["run_id"], "score": final["score"], "slurm_restarts": os.environ.get("SLURM_RESTART_COUNT")}
+        return {"run_id": final["run_id"], "score": final["score"], "slurm_restarts": os.environ.get("SLURM_RESTART_COUNT"),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
         """Called by submitit after the loop has written its checkpoint: requeue the same job."""

@@ -53,6 +53,10 @@ class Profile:
         return params
 
 
+MINIMA = {"gpus_per_node": 0, "cpus_per_task": 1, "time_min": 1, "array_parallelism": 1, "signal_delay_s": 0,
+          "max_requeues": 0}  # the smallest value of each integer field
+
+
 def _accepted(hint: Any) -> tuple[type, ...]:
     """The TOML value types a field accepts (an int where a float goes; a list where a tuple goes)."""
     origin = typing.get_origin(hint)
@@ -72,12 +76,16 @@ def load_profile(path: str | Path | None) -> Profile:
     candidate = Path(path)
     if not candidate.exists() and (PROFILE_DIR / f"{path}.toml").exists():
         candidate = PROFILE_DIR / f"{path}.toml"
+    known = ", ".join(p.stem for p in sorted(PROFILE_DIR.glob("*.toml")))
     try:
         table = tomllib.loads(candidate.read_text())
     except FileNotFoundError:
-        known = ", ".join(p.stem for p in sorted(PROFILE_DIR.glob("*.toml")))
         raise ConfigError(f"profile {path} not found", f"give a TOML file, or one of: {known}") from None
-    except tomllib.TOMLDecodeError as err:
+    except IsADirectoryError:
+        raise ConfigError(f"profile {path} is a folder", f"give a TOML file, or one of: {known}") from None
+    except OSError as err:
+        raise ConfigError(f"profile {candidate} cannot be read ({err.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{candidate}: invalid TOML ({err})") from None
     fields = {f.name: f for f in dataclasses.fields(Profile)}
     unknown = sorted(set(table) - set(fields))
@@ -90,4 +98,13 @@ def load_profile(path: str | Path | None) -> Profile:
             raise ConfigError(f"{candidate}: {key} = {value!r} should be {' or '.join(t.__name__ for t in expected)}")
     if "setup" in table:
         table["setup"] = tuple(table["setup"])
-    return Profile(**table)
+    profile = Profile(**table)
+    for key, low in MINIMA.items():
+        if getattr(profile, key) < low:
+            raise ConfigError(f"{candidate}: {key} = {getattr(profile, key)} should be at least {low}")
+    if profile.mem_gb is not None and profile.mem_gb * 1024 < 1:
+        raise ConfigError(f"{candidate}: mem_gb = {profile.mem_gb} should be at least 1 MB (0.001)")
+    if profile.signal_delay_s >= profile.time_min * 60:
+        raise ConfigError(f"{candidate}: signal_delay_s = {profile.signal_delay_s} is not shorter than time_min = "
+                          f"{profile.time_min} minutes", "jobs get SIGUSR2 this long before their time limit")
+    return profile

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
+import io
 import json
 import os
 import pickle
@@ -23,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from typing import Any
 import submitit
 
 from benchmarks import provenance
-from benchmarks.errors import BenchError, ConfigError
+from benchmarks.errors import BenchError, ConfigError, RunInterrupted
 from benchmarks.training import Cell, write_json_atomic
 from slurm.jobs import CellJob
 from slurm.profile import Profile
@@ -43,6 +45,7 @@ SLURM_STATES = {  # sacct state -> what `bench status` shows
     "CANCELLED": "cancelled", "TIMEOUT": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed",
     "BOOT_FAIL": "failed", "DEADLINE": "failed",
 }
+CANCEL_WAIT_S = 60  # how long `bench cancel` waits for local and debug jobs to stop
 
 
 @dataclasses.dataclass
@@ -55,11 +58,12 @@ class PlannedJob:
 
 
 def plan(cells: list[Cell], results_root: Path) -> list[PlannedJob]:
-    """Resolve every cell (bad agents/tasks/overrides fail here, before anything is submitted)."""
-    planned = []
+    """Resolve every cell (bad agents/tasks/overrides fail here, before anything is submitted), once per run id."""
+    by_run: dict[str, PlannedJob] = {}
     for cell in cells:
         spec = cell.spec()
-        planned.append(PlannedJob(cell, spec.run_id, spec.config.config.steps))
+        by_run.setdefault(spec.run_id, PlannedJob(cell, spec.run_id, spec.config.config.steps))
+    planned = list(by_run.values())
     latest = latest_records(results_root)
     live = job_states([latest[p.run_id] for p in planned if p.run_id in latest], results_root)
     for job in planned:
@@ -67,7 +71,7 @@ def plan(cells: list[Cell], results_root: Path) -> list[PlannedJob]:
             job.state = "done"
         elif job.run_id in latest:
             job.previous = latest[job.run_id]
-            job.state = live[job.previous["job_id"]]
+            job.state = "new" if live[job.run_id] == "done" else live[job.run_id]  # done, but its run folder is gone
     return planned
 
 
@@ -120,30 +124,41 @@ def submission_lock(results_root: Path) -> Iterator[None]:
 # ------------------------------------------------------------------------------------ job states
 
 
-def _result(log_folder: Path, job_id: str) -> tuple[str, str] | None:
-    path = submitit.core.utils.JobPaths(log_folder, job_id=job_id, task_id=0).result_pickle
+def _result(record: dict[str, Any]) -> tuple[str, str] | None:
+    """What submitit stored when the job ended: ("success", value) or ("error", traceback); None before."""
+    path = submitit.core.utils.JobPaths(Path(record["log_folder"]), job_id=record["job_id"], task_id=0).result_pickle
     if not path.exists():
         return None
     with open(path, "rb") as f:
         return pickle.load(f)
 
 
+def _ended_state(result: tuple[str, str]) -> str:
+    if result[0] == "success":
+        return "done"
+    last = result[1].strip().splitlines()[-1] if result[1].strip() else ""
+    return "cancelled" if f"{RunInterrupted.__name__}:" in last else "failed"  # SIGINT: `bench cancel`
+
+
 def job_states(records: list[dict[str, Any]], results_root: Path) -> dict[str, str]:
-    """Current state of each recorded job: pending, running, requeued, done, failed or cancelled."""
+    """Current state of each recorded job by run id: pending, running, requeued, done, failed or cancelled."""
     states: dict[str, str] = {}
-    slurm_ids = [r["job_id"] for r in records if r["executor"] == "slurm"]
-    sacct = _sacct_states(slurm_ids) if slurm_ids else {}
+    ask_slurm = []
     for record in records:
-        job_id, log_folder = record["job_id"], Path(record["log_folder"])
-        result = _result(log_folder, job_id)
-        if (results_root / "runs" / record["run_id"] / "final.json").exists():
-            states[job_id] = "done"
-        elif result is not None:
-            states[job_id] = "done" if result[0] == "success" else "failed"
+        run_id = record["run_id"]
+        if (results_root / "runs" / run_id / "final.json").exists():
+            states[run_id] = "done"
+        elif (result := _result(record)) is not None:
+            states[run_id] = _ended_state(result)
         elif record["executor"] == "slurm":
-            states[job_id] = SLURM_STATES.get(sacct.get(job_id, ""), "pending" if job_id not in sacct else "failed")
-        else:  # local: the job id is the controller's pid
-            states[job_id] = "running" if _pid_alive(int(job_id)) else "failed"
+            ask_slurm.append(record)
+        else:  # local: the pid of the job's controller; debug: of the process that runs the jobs
+            states[run_id] = "running" if "pid" in record and _pid_alive(record["pid"]) else "failed"
+    sacct = _sacct_states([r["job_id"] for r in ask_slurm]) if ask_slurm else {}
+    for record in ask_slurm:
+        job_id = record["job_id"]
+        unknown = "pending" if job_id not in sacct else "failed"  # not in sacct yet / a state not listed
+        states[record["run_id"]] = SLURM_STATES.get(sacct.get(job_id, ""), unknown)
     return states
 
 
@@ -159,16 +174,27 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _slurm_command(args: list[str], hint: str) -> str:
+    """Run a Slurm client command and return its output; missing, hanging or failing, one clear error."""
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise BenchError(f"{args[0]} is not on the PATH, and this sweep ran on Slurm",
+                         "run this where Slurm's client commands are, e.g. on the cluster's login node") from None
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{args[0]} did not answer within 60 s", hint) from None
+    if out.returncode != 0:
+        raise BenchError(f"{args[0]} failed: {' '.join(out.stderr.split())}", hint)
+    return out.stdout
+
+
 def _sacct_states(job_ids: list[str]) -> dict[str, str]:
     """``sacct`` states of jobs (array tasks as ``ARRAY_TASK``); empty where sacct has no record yet."""
-    out = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(sorted({j.split("_")[0] for j in job_ids}))],
-        capture_output=True, text=True, timeout=60,
-    )
-    if out.returncode != 0:
-        raise BenchError(f"sacct failed: {out.stderr.strip()}", "is Slurm accounting (slurmdbd) running?")
+    arrays = ",".join(sorted({j.split("_")[0] for j in job_ids}))
+    output = _slurm_command(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", arrays],
+                            "is Slurm accounting (slurmdbd) running?")
     states = {}
-    for line in out.stdout.splitlines():
+    for line in output.splitlines():
         job_id, state = line.split("|")[:2]
         states[job_id] = state.split()[0]  # "CANCELLED by 0" -> CANCELLED
     return states
@@ -217,7 +243,7 @@ def make_executor(kind: str, folder: Path, profile: Profile) -> submitit.Executo
     if kind == "slurm":
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.max_requeues)
         executor.update_parameters(**profile.submitit_parameters(), job_name="bench")
-    elif kind == "local":
+    elif kind == "local":  # sets CUDA_VISIBLE_DEVICES to GPUs 0..gpus_per_node-1 ("" for none: see local_environment)
         executor = submitit.LocalExecutor(folder=folder, max_num_timeout=profile.max_requeues)
         executor.update_parameters(timeout_min=profile.time_min, signal_delay_s=profile.signal_delay_s,
                                    gpus_per_node=profile.gpus_per_node)
@@ -226,6 +252,40 @@ def make_executor(kind: str, folder: Path, profile: Profile) -> submitit.Executo
     else:
         raise ConfigError(f"unknown executor {kind!r}", "use slurm, local or debug")
     return executor
+
+
+def local_environment(executor_kind: str, profile: Profile) -> tuple[tuple[str, str | None], ...]:
+    """Variables a job restores first: local jobs that ask for no GPU see the GPUs this shell sees, not none."""
+    if executor_kind == "local" and not profile.gpus_per_node:
+        return (("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES")),)
+    return ()
+
+
+def launch(executor: submitit.Executor, executor_kind: str, calls: list[CellJob], parallel: int) -> list[submitit.Job]:
+    """Submit the calls: one Slurm job array (one sbatch: all or nothing), local processes at most ``parallel``
+    at once (those started are cancelled if a later one fails), or debug jobs (they run in :func:`wait`)."""
+    if executor_kind == "slurm":
+        try:
+            with contextlib.redirect_stderr(io.StringIO()), executor.batch():  # submitit echoes sbatch's errors
+                return [executor.submit(call) for call in calls]
+        except submitit.core.utils.FailedJobError as err:
+            lines = [line.removeprefix("sbatch: error: ").strip() for line in str(err).splitlines()]
+            reason = "; ".join(filter(None, lines))
+            raise ConfigError(f"sbatch refused the jobs: {reason}", "check the profile's partition, account, qos, "
+                              "constraint and extra_sbatch; `sinfo` lists the partitions") from None
+    if executor_kind == "debug":
+        return [executor.submit(call) for call in calls]
+    jobs: list[submitit.Job] = []
+    try:
+        for call in calls:
+            while sum(not j.done() for j in jobs) >= parallel:
+                time.sleep(0.5)
+            jobs.append(executor.submit(call))
+    except BaseException:
+        for job in jobs:
+            job.cancel()
+        raise
+    return jobs
 
 
 @dataclasses.dataclass
@@ -244,29 +304,31 @@ def submit(
     parallel: int,
     command: list[str],
 ) -> Submission | None:
-    """Submit what is new (and failed, with ``retry_failed``); None when there is nothing to submit."""
+    """Submit what is new (and failed, with ``retry_failed``); None when there is nothing to submit.
+    If submission fails, the sweep's folder (code snapshot, logs) is removed: nothing is left half made."""
     todo = to_submit(planned, retry_failed)
     if not todo:
         return None
+    if executor_kind == "slurm" and not shutil.which("sbatch"):
+        raise ConfigError("executor slurm, but sbatch is not on the PATH",
+                          "load Slurm's client commands, or use --executor local")
     sweep_id = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     sweep = sweeps_dir(results_root) / sweep_id
     code, logs = sweep / "code", sweep / "logs"
     code.mkdir(parents=True)
-    version = snapshot_code(code)
-    executor = make_executor(executor_kind, logs / "%j", profile)
-    threads = profile.cpus_per_task if executor_kind == "slurm" else max(1, (os.cpu_count() or 1) // parallel)
-    calls = [CellJob(p.cell, p.run_id, str(results_root.resolve()), threads) for p in todo]
-    with running_from(code):
+    try:
+        version = snapshot_code(code)
+        executor = make_executor(executor_kind, logs / "%j", profile)
         if executor_kind == "slurm":
             executor.update_parameters(setup=[f"export PYTHONPATH={code}:$PYTHONPATH", *profile.setup])
-            with executor.batch():
-                jobs = [executor.submit(call) for call in calls]
-        else:
-            jobs = []  # local/debug: at most `parallel` at once, submitted as others finish
-            for call in calls:
-                while sum(not j.done() for j in jobs) >= parallel:
-                    time.sleep(0.5)
-                jobs.append(executor.submit(call))
+        threads = profile.cpus_per_task if executor_kind == "slurm" else max(1, (os.cpu_count() or 1) // parallel)
+        environment = local_environment(executor_kind, profile)
+        calls = [CellJob(p.cell, p.run_id, str(results_root.resolve()), threads, environment) for p in todo]
+        with running_from(code):
+            jobs = launch(executor, executor_kind, calls, parallel)
+    except BaseException:
+        shutil.rmtree(sweep, ignore_errors=True)
+        raise
     manifest = {
         "sweep_id": sweep_id,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -278,8 +340,10 @@ def submit(
         "jobs": [
             {
                 "run_id": p.run_id, "agent": p.cell.agent, "task": p.cell.task, "seeds": list(p.cell.seeds),
-                "steps": p.steps, "job_id": str(job.job_id), "log_folder": str(logs / str(job.job_id).split("_")[0]),
+                "steps": p.steps, "job_id": str(job.job_id), "log_folder": str(job.paths.folder),
                 "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr), "reproduce": p.cell.command(),
+                **({"pid": int(job.job_id)} if executor_kind == "local" else {}),  # the job's controller
+                **({"pid": os.getpid()} if executor_kind == "debug" else {}),  # this process runs debug jobs
             }
             for p, job in zip(todo, jobs)
         ],
@@ -290,7 +354,17 @@ def submit(
 
 
 def wait(jobs: list[submitit.Job], poll_s: float = 5.0) -> None:
-    """Block until every job has ended (its result or error is known)."""
+    """Block until every job has ended (its result or error is known). Debug jobs run here, one after another;
+    a failed one's error is stored where submitit stores a job's, and SIGINT (`bench cancel`) stops them all."""
+    for job in jobs:
+        if isinstance(job, submitit.DebugJob):
+            try:
+                job.results()
+            except Exception as err:
+                with open(job.paths.result_pickle, "wb") as f:
+                    pickle.dump(("error", traceback.format_exc()), f)
+                if isinstance(err, RunInterrupted):
+                    return
     while not all(job.done() for job in jobs):
         time.sleep(poll_s)
 
@@ -312,7 +386,7 @@ def progress(results_root: Path, run_id: str) -> tuple[int, float | None]:
 
 
 def error_tail(record: dict[str, Any], lines: int = 3) -> str:
-    result = _result(Path(record["log_folder"]), record["job_id"])
+    result = _result(record)
     text = result[1] if result is not None and result[0] == "error" else ""
     if not text and Path(record["stderr"]).exists():
         text = Path(record["stderr"]).read_text(errors="replace")
@@ -335,7 +409,7 @@ def status_rows(manifest: dict[str, Any], results_root: Path) -> list[dict[str, 
     records, states = manifest_states(manifest, results_root)
     rows = []
     for record in records:
-        state = states[record["job_id"]]
+        state = states[record["run_id"]]
         step, score = progress(results_root, record["run_id"])
         restarts = max(starts(results_root, record["run_id"]) - 1, 0)
         if state == "pending" and restarts:
@@ -348,14 +422,20 @@ def status_rows(manifest: dict[str, Any], results_root: Path) -> list[dict[str, 
 
 
 def cancel(manifest: dict[str, Any], results_root: Path) -> list[str]:
-    """Cancel the sweep's jobs that are still pending or running; returns their ids."""
+    """Cancel the sweep's jobs that are still pending or running; returns their ids. Local and debug jobs get
+    SIGINT, as submitit's ``LocalJob.cancel`` sends (the run checkpoints and stops), and are waited for."""
     records, states = manifest_states(manifest, results_root)
-    active = [r["job_id"] for r in records if states[r["job_id"]] in ACTIVE]
+    active = [r for r in records if states[r["run_id"]] in ACTIVE]
     if active and manifest["executor"] == "slurm":
-        out = subprocess.run(["scancel", *active], capture_output=True, text=True, timeout=60)
-        if out.returncode != 0:
-            raise BenchError(f"scancel failed: {out.stderr.strip()}")
-    for job_id in active if manifest["executor"] == "local" else []:
+        _slurm_command(["scancel", *(r["job_id"] for r in active)], "is slurmctld running?")
+    pids = {r["pid"] for r in active if "pid" in r}
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(int(job_id), signal.SIGTERM)
-    return active
+            os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while (alive := sorted(p for p in pids if _pid_alive(p))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if alive:
+        raise BenchError(f"process(es) {' '.join(map(str, alive))} still running {CANCEL_WAIT_S} s after SIGINT",
+                         "stop them with kill -INT (kill -KILL loses their current checkpoint interval)")
+    return [r["job_id"] for r in active]

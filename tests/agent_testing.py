@@ -110,7 +110,25 @@ def trained_and_restored(make_agent: Callable[[], Agent], steps: int,
 
 
 def assert_same_update(a: Agent, b: Agent, batch: Batch) -> None:
-    """``a`` and ``b`` (one restored from the other's checkpoint) report bit-identical metrics for ``batch``."""
+    """``a`` and ``b`` (one restored from the other's checkpoint) report bit-identical metrics for ``batch``, and
+    are bit-identical afterwards: weights, optimiser moments and steps, schedules, random streams."""
     ma, mb = a.update(batch), b.update(batch)
     for key in ma:
         torch.testing.assert_close(ma[key], mb[key], rtol=0, atol=0)
+    assert_same_state(a.state_dict(), b.state_dict())
+
+
+def assert_same_state(a, b, where: str = "state") -> None:
+    """Two nested state dicts hold the same keys, bit-identical tensors and equal other values."""
+    if isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{where}: {m}")
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from agents import AGENTS
-from agents.base import REWARD_TRANSFORMS
+from agents.base import REWARD_TRANSFORMS, Transitions
 from benchmarks import config as config_module
 from benchmarks.config import parse_overrides, resolve_config
 from benchmarks.errors import ConfigError
@@ -24,6 +25,23 @@ def test_iql_families_follow_the_official_configs():
     assert mujoco.config.hidden_dims == (256, 256) and mujoco.config.steps == 1_000_000
     assert "antmaze_config.py" in antmaze.sources["expectile"]
     assert "mujoco_config.py" in antmaze.sources["discount"] or "learner.py" in antmaze.sources["discount"]
+
+
+def test_reward_transforms_on_known_numbers():
+    """Each official reward convention on rewards 1, 2, 3, 4 in two episodes (returns 3 and 7)."""
+    data = Transitions(observations=torch.zeros(4, 1), actions=torch.zeros(4, 1), rewards=torch.tensor([1.0, 2.0, 3.0, 4.0]),
+                       next_observations=torch.zeros(4, 1), terminals=torch.zeros(4), episode_index=torch.tensor([0, 0, 1, 1]))
+    expected = {
+        "iql_locomotion": [250.0, 500.0, 750.0, 1000.0],  # r * 1000 / (7 - 3)
+        "iql_antmaze": [0.0, 1.0, 2.0, 3.0],  # r - 1
+        "cql_antmaze": [2.0, 6.0, 10.0, 14.0],  # (r - 0.5) * 4
+        "corl_antmaze": [5.0, 15.0, 25.0, 35.0],  # 10 r - 5
+        "normalize": [-1.161895, -0.387298, 0.387298, 1.161895],  # (r - 2.5) / 1.290994 (sample std)
+        "none": [1.0, 2.0, 3.0, 4.0],
+    }
+    assert expected.keys() == REWARD_TRANSFORMS.keys()
+    for name, values in expected.items():
+        torch.testing.assert_close(REWARD_TRANSFORMS[name](data), torch.tensor(values), rtol=1e-6, atol=1e-6)
 
 
 # ad-hoc datasets of the families that no built-in suite covers
@@ -101,4 +119,4 @@ def test_missing_values_fail_loudly(tmp_path, monkeypatch):
 def test_unknown_agent_lists_the_known_ones():
     with pytest.raises(ConfigError) as err:
         resolve_config("td3", get_task("hopper-medium-v2"))
-    assert "known agents: iql, bc" in err.value.one_line()
+    assert f"known agents: {', '.join(AGENTS)}" in err.value.one_line() and len(AGENTS) == 7

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import h5py
+import minari
 import numpy as np
 import pytest
 
+from benchmarks.cli import main
 from benchmarks.data import d4rl
-from benchmarks.data.minari_store import Episodes, dataset_exists, load_dataset, minari_root
+from benchmarks.data.minari_store import Episodes, dataset_exists, load_dataset, minari_root, read_info
 from benchmarks.errors import DataError
 from benchmarks.tasks import D4RL_REFERENCE, D4RL_URL, TASKS, d4rl_file_name
 
@@ -258,11 +261,19 @@ def _inf(d):
     d["rewards"][9] = np.inf
 
 
+def _beyond_float32(d):
+    d["rewards"] = d["rewards"].astype(np.float64)
+    d["rewards"][9] = 1e39  # finite in the file, inf once stored as float32
+
+
 BAD_DATA = {
     "missing key": (_drop("terminals"), ["missing key", "terminals"]),
     "length mismatch": (_set("actions", lambda d: d["actions"][:-1]), ["length mismatch", "actions has"]),
     "nan": (_nan, ["observations", "NaN", "row 7"]),
     "inf": (_inf, ["rewards", "inf", "row 9"]),
+    "beyond float32": (_beyond_float32, ["rewards", "beyond float32's range", "row 9"]),
+    "string scalar": (_set("rewards", lambda d: "abc"), ["rewards", "non-numeric dtype"]),
+    "number scalar": (_set("rewards", lambda d: 1.5), ["rewards", "shape ()"]),
     "zero rows": (lambda d: d.update({k: v[:0] for k, v in d.items()}), ["zero rows"]),
     "one row": (lambda d: d.update({k: v[:1] for k, v in d.items()}), ["no transition left"]),
     "obs dim": (
@@ -323,6 +334,27 @@ def test_bad_files_are_refused(tmp_path):
     assert_nothing_written()
 
 
+def test_damaged_files_give_one_line_naming_the_file(tmp_path):
+    """Random bytes overwritten, mostly in the headers: h5py then raises OSError, RuntimeError, KeyError or
+    ValueError from deep inside; each must become one DataError line (or the file still reads)."""
+    path = tmp_path / "files" / "hopper_medium-v2.hdf5"
+    original = write_d4rl(path, awkward_arrays()).read_bytes()
+    rng = np.random.default_rng(0)
+    refused = 0
+    for _ in range(250):
+        damaged = bytearray(original)
+        for _ in range(int(rng.integers(1, 4))):
+            damaged[int(rng.integers(0, 4096 if rng.random() < 0.7 else len(damaged)))] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(damaged))
+        try:
+            d4rl.read_d4rl_file(path)
+        except DataError as err:
+            line = err.one_line()
+            assert "\n" not in line and line.startswith(str(path)), line
+            refused += "cannot be read as HDF5" in line
+    assert refused >= 10  # the damage did reach h5py's parsing
+
+
 def test_task_name_for_file():
     for task in TASKS.values():
         if task.source == "d4rl":
@@ -344,6 +376,96 @@ def test_explicit_task_name_and_force(tmp_path):
     info = d4rl.import_d4rl(path, task_name="hopper-expert-v2", force=True)
     assert info.extra["source_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert_same(loaded("d4rl-hdf5/hopper-expert-v2"), reference_qlearning(data))
+
+
+def test_a_renamed_file_is_imported_with_the_task_option_its_hint_names(tmp_path, capsys):
+    path = write_d4rl(tmp_path / "files" / "my-hopper.hdf5", awkward_arrays())
+    with pytest.raises(DataError) as err:
+        d4rl.import_d4rl(path)
+    assert f"bench data import-d4rl {path} --task TASK" in err.value.one_line()
+    assert main(["data", "import-d4rl", str(path), "--task", "hopper-medium-v2"]) == 0
+    assert "d4rl-hdf5/hopper-medium-v2:" in capsys.readouterr().out
+    assert read_info("d4rl-hdf5/hopper-medium-v2").extra["source_file"] == "my-hopper.hdf5"
+    assert main(["data", "import-d4rl", str(path.parent), "--task", "hopper-medium-v2"]) == 2  # a folder
+    assert "--task names the task of one file" in capsys.readouterr().err
+
+
+def test_a_missing_path_is_reported_as_missing(tmp_path, capsys):
+    for name in ("my-hopper.hdf5", "hopper_medium-v2.hdf5", "no-such-folder"):
+        path = tmp_path / "files" / name
+        with pytest.raises(DataError) as err:
+            d4rl.import_path(path)
+        assert err.value.one_line() == f"{path}: no such file"
+    assert main(["data", "import-d4rl", str(tmp_path / "absent.hdf5"), "--task", "hopper-medium-v2"]) == 3
+    assert capsys.readouterr().err == f"bench: error: {tmp_path / 'absent.hdf5'}: no such file\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "says", "hint"),
+    [
+        ("hopper-medium-v2", "has not been imported", f"download {D4RL_URL.format(file='hopper_medium-v2.hdf5')} and run "
+                                                      "`bench data import-d4rl FILE`"),
+        ("quickstart/reacher/mixed-v0", "has not been generated", "run `bench data make quickstart`"),
+        ("mujoco/hopper/medium-v0", "is not in", "run `bench data download mujoco/hopper/medium-v0`"),
+    ],
+)
+def test_data_info_of_a_missing_dataset_says_how_to_get_it_from_its_source(name, says, hint, capsys):
+    assert main(["data", "info", name]) == 3
+    line = capsys.readouterr().err
+    assert line.count("\n") == 1 and says in line and hint in line, line
+    assert ("bench data download" in line) == name.startswith("mujoco/"), line
+
+
+def test_interrupted_force_reimport_keeps_the_old_dataset(tmp_path, monkeypatch):
+    path = write_d4rl(tmp_path / "files" / "hopper_medium-v2.hdf5", awkward_arrays())
+    old = d4rl.import_d4rl(path)
+    write_d4rl(path, awkward_arrays(seed=1))
+    write = minari.create_dataset_from_buffers
+
+    def interrupted(*args, **kwargs):  # Ctrl-C once Minari has written the new dataset
+        write(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["data", "import-d4rl", str(path), "--force"])
+    assert read_info(old.dataset_id).sha256 == old.sha256
+    assert_same(loaded(old.dataset_id), reference_qlearning(awkward_arrays()))
+    assert sorted(p.name for p in minari_root().iterdir()) == [".locks", "d4rl-hdf5"]  # no staging folder left
+
+
+def _spec_of_another_version(m):
+    spec = json.loads(m["env_spec"])
+    del spec["additional_wrappers"]  # as gymnasium 0.26-0.28 wrote it
+    m["env_spec"] = json.dumps(spec)
+
+
+BAD_METADATA = {
+    "env_spec not JSON": (lambda m: m.update(env_spec="{not json"), ["env_spec is not valid JSON"]),
+    "env_spec of another gymnasium": (_spec_of_another_version, ["env_spec", "missing field 'additional_wrappers'",
+                                                                 "another gymnasium version"]),
+    "env_spec not a string": (lambda m: m.update(env_spec=7), ["env_spec is int"]),
+    "bench not an object": (lambda m: m.update(bench="x"), ["'bench' is str", "expected a JSON object"]),
+    "statistics not an object": (lambda m: m["bench"].update(statistics=[1]), ["'statistics' is list"]),
+    "total_episodes not a number": (lambda m: m.update(total_episodes="many"), ["total_episodes is 'many'",
+                                                                                 "expected a whole number"]),
+    "reward_min not a number": (lambda m: m["bench"]["statistics"].update(reward_min="low"), ["reward_min is 'low'"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_METADATA))
+def test_bad_metadata_gives_one_line_naming_the_dataset_folder(tmp_path, case, capsys):
+    mutate, words = BAD_METADATA[case]
+    info = d4rl.import_d4rl(write_d4rl(tmp_path / "files" / "hopper_medium-v2.hdf5", awkward_arrays()))
+    meta_path = info.path / "metadata.json"
+    metadata = json.loads(meta_path.read_text())
+    mutate(metadata)
+    meta_path.write_text(json.dumps(metadata))
+    assert main(["data", "info", "hopper-medium-v2"]) == 3
+    line = capsys.readouterr().err
+    assert line.startswith(f"bench: error: {meta_path}: ") and line.count("\n") == 1, line
+    for word in words:
+        assert word in line, (word, line)
 
 
 def test_import_path_directory(tmp_path):

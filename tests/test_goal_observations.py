@@ -4,7 +4,7 @@ A real AntMaze dataset is recorded here, written by Minari's own writer, in Gymn
 ``AntMaze_UMaze-v4`` (the maze of ``D4RL/antmaze/umaze-v1``; uniform random actions, short episodes), with
 that environment as its evaluation spec. The loader flattens its observations (achieved_goal, desired_goal,
 observation: 2 + 2 + 27) and the evaluation environment's in the same layout; ``bench run`` trains and evaluates
-a cell on it.
+a cell on it. Kitchen's observations, whose goals are themselves Dicts, are flattened the same way (recursively).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 
 from benchmarks.cli import main
 from benchmarks.data import load_task_data
+from benchmarks.data.minari_store import is_flattenable
 from benchmarks.errors import DataError
 from benchmarks.tasks import get_suite, task_for_dataset
 
@@ -26,6 +27,13 @@ ANTMAZE = "test/antmaze/umaze-v0"
 MAZE = "AntMaze_UMaze-v4"
 MAZE_KWARGS = {"continuing_task": True, "reset_target": False, "max_episode_steps": 30}  # as Minari's eval spec, shorter
 EPISODE_SEEDS = (0, 1, 2)
+NESTED = "test/reacher/nested-goals-v0"
+NESTED_ENV = "test/NestedGoalReacher-v0"
+
+
+def stack(items: list) -> np.ndarray | dict:
+    """Per-step observations as one array per (nested) Dict key."""
+    return {k: stack([o[k] for o in items]) for k in items[0]} if isinstance(items[0], dict) else np.stack(items)
 
 
 def record(dataset_id: str, env: gym.Env, eval_env: gym.Env, seeds: tuple[int, ...]) -> None:
@@ -34,8 +42,6 @@ def record(dataset_id: str, env: gym.Env, eval_env: gym.Env, seeds: tuple[int, .
     import minari
     from minari.data_collector import EpisodeBuffer
 
-    stack = lambda items: ({k: np.stack([o[k] for o in items]) for k in items[0]}  # noqa: E731
-                           if isinstance(items[0], dict) else np.stack(items))
     buffers = []
     rng = np.random.default_rng(0)
     for i, seed in enumerate(seeds):
@@ -72,6 +78,39 @@ def antmaze(isolated_roots):
     return minari.load_dataset(ANTMAZE)
 
 
+class NestedGoals(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """Reacher-v5 observed as FrankaKitchen is: a Dict whose achieved_goal and desired_goal are Dicts of Boxes
+    (keys given out of sorted order; ``gym.spaces.Dict`` sorts them)."""
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        box = lambda n: gym.spaces.Box(-np.inf, np.inf, (n,), np.float64)  # noqa: E731
+        self.observation_space = gym.spaces.Dict({
+            "observation": box(2), "desired_goal": gym.spaces.Dict({"target": box(2)}),
+            "achieved_goal": gym.spaces.Dict({"fingertip_offset": box(2), "arm": box(4)})})
+
+    def observation(self, obs: np.ndarray) -> dict:
+        return {"observation": obs[6:8], "desired_goal": {"target": obs[4:6]},
+                "achieved_goal": {"fingertip_offset": obs[8:10], "arm": obs[:4]}}
+
+
+@pytest.fixture(scope="module")
+def nested(isolated_roots):
+    """A Minari dataset with Kitchen's kind of nested Dict observations (FrankaKitchen-v1 itself cannot be made
+    here), recorded in a registered environment that is also its evaluation spec."""
+    import minari
+
+    wrapper = gym.envs.registration.WrapperSpec("NestedGoals", f"{__name__}:NestedGoals", {})
+    gym.register(NESTED_ENV, entry_point="gymnasium.envs.mujoco.reacher_v5:ReacherEnv", max_episode_steps=12,
+                 additional_wrappers=(wrapper,))
+    try:
+        record(NESTED, gym.make(NESTED_ENV), gym.make(NESTED_ENV), EPISODE_SEEDS)
+        yield minari.load_dataset(NESTED)
+    finally:
+        del gym.registry[NESTED_ENV]
+
+
 def test_the_antmaze_suite_is_minari_antmaze_under_the_antmaze_protocol():
     tasks = get_suite("minari-antmaze")
     assert [t.name for t in tasks] == [f"D4RL/antmaze/{m}-v1" for m in ("umaze", "umaze-diverse", "medium-play",
@@ -106,6 +145,28 @@ def test_dict_observations_are_flattened_as_the_evaluation_environment_flattens_
         env.close()
 
 
+def test_nested_dict_observations_are_flattened_as_gymnasium_flattens_them(nested):
+    space = nested.observation_space
+    assert isinstance(space["achieved_goal"], gym.spaces.Dict) and isinstance(space["desired_goal"], gym.spaces.Dict)
+    data = load_task_data(task_for_dataset(NESTED), torch.device("cpu"))
+    assert data.obs_dim == gym.spaces.flatdim(space) == 10
+    at = lambda obs, t: {k: at(v, t) for k, v in obs.items()} if isinstance(obs, dict) else obs[t]  # noqa: E731
+    episodes = list(nested.iterate_episodes())
+    flat = lambda ep, t: gym.spaces.flatten(space, at(ep.observations, t)).astype(np.float32)  # noqa: E731
+    observations = [flat(ep, t) for ep in episodes for t in range(len(ep.actions))]
+    next_observations = [flat(ep, t + 1) for ep in episodes for t in range(len(ep.actions))]
+    np.testing.assert_array_equal(data.transitions.observations.numpy(), np.stack(observations))
+    np.testing.assert_array_equal(data.transitions.next_observations.numpy(), np.stack(next_observations))
+    # the evaluation environment gets FlattenObservation: the same layout, from the same start
+    env = data.make_env()
+    try:
+        assert isinstance(env, gym.wrappers.FlattenObservation)
+        obs, _ = env.reset(seed=EPISODE_SEEDS[0])
+        np.testing.assert_array_equal(obs.astype(np.float32), data.transitions.observations[0].numpy())
+    finally:
+        env.close()
+
+
 def test_bench_run_trains_and_evaluates_an_antmaze_cell(antmaze, tmp_path, capsys):
     results = tmp_path / "results"
     assert main(["run", "--agent", "iql", "--dataset", ANTMAZE, "--seeds", "0,1", "--steps", "20", "--eval-every", "20",
@@ -119,7 +180,21 @@ def test_bench_run_trains_and_evaluates_an_antmaze_cell(antmaze, tmp_path, capsy
     assert config["config"]["reward_transform"] != "none"  # the AntMaze family's reward shaping applies
 
 
-def test_observation_spaces_that_cannot_be_flattened_are_refused(isolated_roots):
+def test_observation_spaces_the_loader_cannot_flatten_are_refused(isolated_roots):
+    box = gym.spaces.Box(-1.0, 1.0, (2,))
+    assert is_flattenable(gym.spaces.Dict({"a": box, "b": gym.spaces.Dict({"c": box})}))
+    for space in (gym.spaces.Discrete(3), gym.spaces.Tuple((box, box)),
+                  gym.spaces.Dict({"a": box, "b": gym.spaces.Dict({"c": gym.spaces.Discrete(3)})})):
+        assert not is_flattenable(space), space
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        record("test/frozenlake/random-v0", gym.make("FrozenLake-v1"), gym.make("FrozenLake-v1"), (0,))
+    with pytest.raises(DataError, match="observation space Discrete") as err:
+        load_task_data(task_for_dataset("test/frozenlake/random-v0"), torch.device("cpu"))
+    assert "Box observations or Dicts of them, nested or not" in err.value.hint
+
+
+def test_action_spaces_other_than_box_are_refused(isolated_roots):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         record("test/cartpole/random-v0", gym.make("CartPole-v1"), gym.make("CartPole-v1"), (0,))

@@ -39,11 +39,15 @@ class OperatorRecorder(TorchDispatchMode):
         super().__init__()
         self.calls: list[tuple] = []
         self.generators: set[int] = set()  # seeds of the generators drawn from (each stream's is its own)
+        self.global_draws: list[str] = []  # random operators given no generator: they draw from torch's global one
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         leaves, _ = tree_flatten((args, kwargs or {}))
         self.calls.append((str(func), tuple(describe(x) for x in leaves)))
-        self.generators.update(x.initial_seed() for x in leaves if isinstance(x, torch.Generator))
+        generators = [x for x in leaves if isinstance(x, torch.Generator)]
+        self.generators.update(g.initial_seed() for g in generators)
+        if torch.Tag.nondeterministic_seeded in func.tags and not generators:
+            self.global_draws.append(str(func))
         return func(*args, **(kwargs or {}))
 
 
@@ -61,6 +65,19 @@ def python_state(agent: Agent) -> dict:
     plain = {k: v for k, v in vars(agent).items() if isinstance(v, (bool, int, float, str, tuple, type(None)))}
     schedules = {k: v.last_epoch for k, v in vars(agent).items() if isinstance(v, torch.optim.lr_scheduler.LRScheduler)}
     return {**plain, **schedules}
+
+
+def test_the_recorder_sees_draws_from_the_global_generator():
+    own = torch.Generator().manual_seed(3)
+    with OperatorRecorder() as recorder:
+        torch.randn(3, generator=own)
+        torch.zeros(2).bernoulli_(0.5, generator=own)
+    assert recorder.global_draws == [] and recorder.generators == {3}
+    with OperatorRecorder() as recorder:
+        torch.randn(3)
+        torch.nn.functional.dropout(torch.ones(4), 0.5, training=True)
+        torch.multinomial(torch.ones(4), 1)
+    assert len(recorder.global_draws) == 3, recorder.global_draws
 
 
 def test_every_agent_has_a_window():
@@ -83,6 +100,7 @@ def test_learn_is_one_operator_sequence_per_control_key(name):
             agent.learn(batch)
         assert python_state(agent) == before, f"{name}.learn changed Python state"
         assert recorder.generators <= registered, f"{name}.learn draws from a generator outside random_streams()"
+        assert not recorder.global_draws, f"{name}.learn draws from torch's global generator: {recorder.global_draws}"
         seen[key] += 1
         if seen[key] > WARMUP_STEPS:
             sequences[key].add(tuple(recorder.calls))
@@ -109,6 +127,7 @@ def test_act_is_one_operator_sequence_per_observation_shape(name):
             agent.act(observations)
         assert python_state(agent) == before, f"{name}.act changed Python state"
         assert recorder.generators <= registered, f"{name}.act draws from a generator outside random_streams()"
+        assert not recorder.global_draws, f"{name}.act draws from torch's global generator: {recorder.global_draws}"
         if call >= WARMUP_STEPS:
             sequences.add(tuple(recorder.calls))
     assert len(sequences) == 1

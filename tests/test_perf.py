@@ -130,7 +130,7 @@ def assert_same_parameters(eager: Agent, compiled: Agent, steps: int) -> None:
 
 def test_bench_run_compile_flag_trains_the_same_cell(quickstart, tmp_path):
     """``--compile`` is a run option: the same run id, the same losses as eager, the mode in the provenance."""
-    cell = ["--agent", "bc", "--task", "quickstart/reacher/mixed-v0", "--seeds", "0,1", "--no-progress",
+    cell = ["--agent", "bc", "--task", "quickstart/reacher/mixed-v0", "--seeds", "0,1", "--no-progress", "--device", "cpu",
             "--steps", "30", "--eval-every", "30", "--eval-episodes", "1", "--log-every", "10"]
     runs = {}
     for flag in ("--no-compile", "--compile"):

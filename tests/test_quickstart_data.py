@@ -11,7 +11,8 @@ import minari
 import numpy as np
 import pytest
 
-from benchmarks.data.minari_store import DATA_FILE, DatasetArrays, DatasetInfo, load_dataset
+from benchmarks.cli import main
+from benchmarks.data.minari_store import DATA_FILE, DatasetArrays, DatasetInfo, load_dataset, minari_root, read_info
 from benchmarks.data.quickstart import (
     BATCH,
     RECIPES,
@@ -219,6 +220,22 @@ def test_existing_datasets_are_kept(store: dict[str, Any]) -> None:
     assert [f.stat().st_mtime_ns for f in files] == before
     assert [i.sha256 for i in infos] == [i.sha256 for i in store["infos"]]
     assert sum("exists" in m for m in messages) == len(DATASETS) == len(messages)
+
+
+def test_interrupted_force_keeps_the_old_datasets(store: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in `bench data make quickstart --force` once Minari has written the first new dataset."""
+    write = minari.create_dataset_from_buffers
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        write(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["data", "make", "quickstart", "--force"])
+    for info in store["infos"]:
+        assert read_info(info.dataset_id).sha256 == info.sha256
+    assert not list(minari_root().glob(".staging-*"))
 
 
 def test_force_regenerates_identical_data(store: dict[str, Any]) -> None:

@@ -36,7 +36,7 @@ from benchmarks.training import Cell, seed_scores
 REPS = 100  # bootstrap repetitions: enough to run rliable's code paths, small enough to be quick
 NAN = math.nan
 REAL_LABEL = "bc (steps=20, eval_interval=10, eval_episodes=1)"
-REAL_RUN = ["run", "--agent", "bc", "--task", "quickstart/reacher/mixed-v0", "--seeds", "0,1", "--steps", "20",
+REAL_RUN = ["run", "--agent", "bc", "--task", "quickstart/reacher/mixed-v0", "--seeds", "0,1", "--steps", "20", "--device", "cpu",
             "--eval-every", "10", "--eval-episodes", "1", "--log-every", "10", "--no-progress"]
 
 # final-evaluation scores per seed (seeds 0, 1, ...); the evaluation halfway is BEST_BONUS higher for seed 0

@@ -1,5 +1,5 @@
 """`bench submit` against a real single-node Slurm cluster (slurm/cluster.sh: slurmctld, slurmd,
-slurmdbd + MariaDB, munge), and the same sweep on submitit's local executor.
+slurmdbd + MariaDB, munge), the same sweep on submitit's local and debug executors, and bad input.
 
 The cluster is started once for this module with a preemptable partition (`debug`), a partition
 that preempts it (`high`) and two fake GPUs. Without Slurm's Debian packages (or root) the cluster
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,8 +22,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.errors import ConfigError, DataError
 from benchmarks.training import Cell, Run, RunOptions
 from slurm import sweep
+from slurm.profile import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "slurm" / "cluster.sh"
@@ -59,9 +63,49 @@ def cluster(quickstart):
 
 def bench(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "benchmarks.cli", *args], capture_output=True, text=True,
-                            timeout=timeout, env=env)
+                            timeout=timeout, env=env, stdin=subprocess.DEVNULL)
     print(result.stdout, result.stderr)
     return result
+
+
+def one_line_error(result: subprocess.CompletedProcess, code: int, *words: str) -> None:
+    assert result.returncode == code and result.stderr.count("\n") == 1 and result.stderr.startswith("bench: error:")
+    assert all(word in result.stderr for word in words), result.stderr
+
+
+def sweep_folders(results: Path) -> list[Path]:
+    return [p for p in (results / "sweeps").glob("*") if p.is_dir()]
+
+
+def env_without(program: str, folder: Path) -> dict:
+    """The environment with PATH less ``program``: folders holding it are replaced by ``folder``, of links
+    to their other programs."""
+    env = dict(os.environ)
+    folder.mkdir()
+    folders = []
+    for entry in env["PATH"].split(os.pathsep):
+        if Path(entry, program).exists():
+            for path in Path(entry).iterdir():
+                if path.name != program and not (folder / path.name).exists():
+                    (folder / path.name).symlink_to(path)
+            entry = str(folder)
+        folders.append(entry)
+    env["PATH"] = os.pathsep.join(folders)
+    return env
+
+
+def job_result(job: dict) -> tuple:
+    with open(Path(job["log_folder"]) / f"{job['job_id']}_0_result.pkl", "rb") as f:
+        return pickle.load(f)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread in this process (as in the jobs): many threads crawl on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def latest_manifest(results: Path) -> dict:
@@ -89,6 +133,7 @@ def test_sweep_runs_as_arrays_and_a_second_submit_submits_nothing(cluster, tmp_p
     for job in manifest["jobs"]:
         result = final(tmp_path, job["run_id"])
         assert result["seeds"] == [0, 1] and set(result["score"]["per_seed"]) == {"0", "1"}
+        assert Path(job["log_folder"]) == Path(job["stdout"]).parent and job_result(job)[0] == "success"
         assert result["provenance"]["slurm"]["SLURM_ARRAY_JOB_ID"] in array_ids
         assert result["provenance"]["git"]["snapshot"] == str(tmp_path / "sweeps" / manifest["sweep_id"] / "code")
         assert sacct(job["job_id"], "State") == "COMPLETED"
@@ -100,21 +145,33 @@ def test_sweep_runs_as_arrays_and_a_second_submit_submits_nothing(cluster, tmp_p
     assert len(sweep.manifests(tmp_path)) == 1
 
 
-def test_preempted_job_resumes_from_its_checkpoint_to_the_same_result(cluster, tmp_path):
+def test_sbatch_refusing_the_jobs_is_one_line_and_leaves_no_sweep(cluster, tmp_path):
+    (tmp_path / "bad.toml").write_text('partition = "no-such-partition"\n')
+    refused = bench("submit", "--suite", "quickstart", "--agents", "bc", "--seeds", "0", *SHORT,
+                    "--profile", str(tmp_path / "bad.toml"), "--results", str(tmp_path / "results"))
+    one_line_error(refused, 2, "sbatch refused the jobs", "nvalid partition")
+    assert sweep_folders(tmp_path / "results") == []
+
+
+def test_preempted_job_resumes_from_its_checkpoint_to_the_same_result(cluster, tmp_path, one_thread):
+    # one evaluation, at the end: checkpoints come only from SIGUSR2 and the end, so resuming from a
+    # step between 0 and the end shows that the loop checkpointed where the signal found it
+    steps = 2000
     cell = ["--agents", "iql", "--tasks", "quickstart/reacher/mixed-v0", "--seeds", "0,1",
-            "--steps", "800", "--eval-every", "100", "--eval-episodes", "3"]
-    (tmp_path / "whole-node.toml").write_text('partition = "debug"\ncpus_per_task = 2\ntime_min = 30\nsignal_delay_s = 30\n')
-    submitted = bench("submit", "--suite", "quickstart", *cell, "--profile", str(tmp_path / "whole-node.toml"),
+            "--steps", str(steps), "--eval-every", str(steps), "--eval-episodes", "3"]
+    submitted = bench("submit", "--suite", "quickstart", *cell, "--profile", "local-cluster",
                       "--results", str(tmp_path / "slurm"))
     assert submitted.returncode == 0
     job = latest_manifest(tmp_path / "slurm")["jobs"][0]
-    metrics = tmp_path / "slurm" / "runs" / job["run_id"] / "metrics.jsonl"
+    run_dir = tmp_path / "slurm" / "runs" / job["run_id"]
     deadline = time.time() + 300
-    while not (metrics.exists() and any('"step": 300' in line for line in metrics.read_text().splitlines())):
-        assert time.time() < deadline, "the job never reached step 300"
-        time.sleep(0.5)
-    blocker = subprocess.run(["sbatch", "--parsable", "-p", "high", "-c", "2", "-o", "/dev/null", "--wrap", "sleep 5"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    while not (run_dir / "starts.jsonl").exists():  # written as the training loop starts
+        assert time.time() < deadline, "the job never started training"
+        time.sleep(0.2)
+    node_cpus = subprocess.run(["sinfo", "-h", "-p", "debug", "-o", "%c"], capture_output=True, text=True,
+                               check=True).stdout.split()[0]  # the whole node, whatever its core count
+    blocker = subprocess.run(["sbatch", "--parsable", "-p", "high", "-c", node_cpus, "-o", "/dev/null",
+                              "--wrap", "sleep 5"], capture_output=True, text=True, check=True).stdout.strip()
     states = set()
     deadline = time.time() + 600
     while not (tmp_path / "slurm" / "runs" / job["run_id"] / "final.json").exists():
@@ -122,19 +179,21 @@ def test_preempted_job_resumes_from_its_checkpoint_to_the_same_result(cluster, t
         states.add(sacct(job["job_id"], "State"))
         time.sleep(0.5)
     assert sacct(blocker, "State") == "COMPLETED"
-    starts = (tmp_path / "slurm" / "runs" / job["run_id"] / "starts.jsonl").read_text().splitlines()
-    assert len(starts) == 2 and json.loads(starts[1])["from_step"] >= 300  # resumed from the SIGUSR2 checkpoint
+    starts = (run_dir / "starts.jsonl").read_text().splitlines()
+    assert len(starts) == 2 and 0 < json.loads(starts[1])["from_step"] < steps, "not resumed from a SIGUSR2 checkpoint"
     assert states & {"REQUEUED", "PENDING", "PREEMPTED"}
+    log = Path(job["stdout"]).read_text()
+    assert "Caught signal SIGUSR2" in log and "Calling checkpoint method" in log and "Requeued job" in log
 
     # the same cell, uninterrupted, in this process
-    reference = Run(Cell("iql", "quickstart/reacher/mixed-v0", (0, 1), (("steps", 800),),
-                         (("eval_episodes", 3), ("eval_interval", 100))).spec(),
+    reference = Run(Cell("iql", "quickstart/reacher/mixed-v0", (0, 1), (("steps", steps),),
+                         (("eval_episodes", 3), ("eval_interval", steps))).spec(),
                     RunOptions(results_root=tmp_path / "local", device=torch.device("cpu"), progress=False))
     expected = reference.train()
     resumed = final(tmp_path / "slurm", job["run_id"])
     assert resumed["run_id"] == expected["run_id"]
     assert resumed["scores"] == expected["scores"]
-    metrics_lines = [(d / "metrics.jsonl").read_text() for d in (tmp_path / "slurm" / "runs" / job["run_id"], reference.dir)]
+    metrics_lines = [(d / "metrics.jsonl").read_text() for d in (run_dir, reference.dir)]
     assert metrics_lines[0] == metrics_lines[1]
 
 
@@ -145,7 +204,8 @@ def test_failed_cell_is_reported_and_only_it_is_retried(cluster, quickstart, tmp
     args = ["submit", "--suite", "quickstart-all", "--agents", "bc", "--seeds", "0", *SHORT,
             "--profile", "local-cluster", "--results", str(tmp_path / "results")]
     first = bench(*args, "--wait", env={**os.environ, "MINARI_DATASETS_PATH": str(partial)})
-    assert first.returncode == 0
+    failed = [j["run_id"] for j in latest_manifest(tmp_path / "results")["jobs"] if "pendulum" in j["task"]]
+    one_line_error(first, 5, "1 of 2 cell(s) did not finish", *failed, "bench status", "--retry-failed")
     status = bench("status", "--results", str(tmp_path / "results"))
     assert "1 done" in status.stdout and "1 failed" in status.stdout
     assert "has not been generated" in status.stdout and "_log.err" in status.stdout
@@ -175,6 +235,10 @@ def test_gpus_per_node_reaches_slurm_and_cancel_stops_jobs(cluster, tmp_path):
         time.sleep(0.5)
     for job in jobs:
         assert "gres/gpu=1" in sacct(job["job_id"], "AllocTRES")
+    status = bench("status", "--results", str(tmp_path), env=env_without("sacct", tmp_path / "no-sacct"))
+    one_line_error(status, 2, "sacct is not on the PATH")
+    cancel = bench("cancel", "--results", str(tmp_path), env=env_without("scancel", tmp_path / "no-scancel"))
+    one_line_error(cancel, 2, "scancel is not on the PATH")
     cancelled = bench("cancel", "--results", str(tmp_path))
     assert cancelled.returncode == 0 and "cancelled 2 job(s)" in cancelled.stdout
     deadline = time.time() + 120
@@ -185,24 +249,105 @@ def test_gpus_per_node_reaches_slurm_and_cancel_stops_jobs(cluster, tmp_path):
 
 
 def test_local_executor_runs_the_same_sweep_without_slurm(quickstart, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
-    # the same PATH less sbatch: folders holding it are replaced by one of links to their other programs
-    without_sbatch = tmp_path / "bin"
-    without_sbatch.mkdir()
-    folders = []
-    for folder in env["PATH"].split(os.pathsep):
-        if Path(folder, "sbatch").exists():
-            for program in Path(folder).iterdir():
-                if program.name != "sbatch" and not (without_sbatch / program.name).exists():
-                    (without_sbatch / program.name).symlink_to(program)
-            folder = str(without_sbatch)
-        folders.append(folder)
-    env["PATH"] = os.pathsep.join(folders)
-    result = bench("submit", "--suite", "quickstart-all", "--agents", "iql,bc", "--seeds", "0,1", *SHORT,
-                   "--parallel", "2", "--results", str(tmp_path), env=env)
+    env = env_without("sbatch", tmp_path / "bin")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    args = ["submit", "--suite", "quickstart-all", "--agents", "iql,bc", "--seeds", "0,1", *SHORT,
+            "--parallel", "2", "--results", str(tmp_path / "results")]
+    result = bench(*args, env=env)
     assert result.returncode == 0 and "executor: local (no sbatch on PATH)" in result.stdout
-    manifest = latest_manifest(tmp_path)
+    assert "local jobs see this shell's GPUs (CUDA_VISIBLE_DEVICES=unset)" in result.stdout
+    manifest = latest_manifest(tmp_path / "results")
     assert manifest["executor"] == "local" and len(manifest["jobs"]) == 4
     for job in manifest["jobs"]:
-        assert final(tmp_path, job["run_id"])["provenance"]["slurm"] is None
+        assert final(tmp_path / "results", job["run_id"])["provenance"]["slurm"] is None
+        assert job_result(job)[1]["cuda_visible_devices"] is None  # submitit's local executor would set ""
     assert "4 done" in result.stdout
+
+    # a finished cell whose run folder was deleted is submitted again
+    shutil.rmtree(tmp_path / "results" / "runs" / manifest["jobs"][0]["run_id"])
+    again = bench(*args, env=env)
+    assert again.returncode == 0 and again.stdout.count("submit new") == 1 and "1 done" in again.stdout
+    assert [j["run_id"] for j in latest_manifest(tmp_path / "results")["jobs"]] == [manifest["jobs"][0]["run_id"]]
+
+
+def test_local_cancel_stops_the_job(quickstart, tmp_path):
+    env = env_without("sbatch", tmp_path / "bin")
+    results = tmp_path / "results"
+    submit = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.cli", "submit", "--suite", "quickstart", "--agents", "bc", "--seeds", "0",
+         "--tasks", "quickstart/reacher/mixed-v0", "--steps", "1000000", "--eval-every", "1000000", "--parallel", "1",
+         "--results", str(results)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        deadline = time.time() + 300
+        while not (sweep.manifests(results) and any((results / "runs").glob("*/starts.jsonl"))):
+            assert time.time() < deadline and submit.poll() is None, "the local job never started training"
+            time.sleep(0.2)
+        job = latest_manifest(results)["jobs"][0]
+        cancelled = bench("cancel", "--results", str(results), env=env)
+        assert cancelled.returncode == 0 and f"cancelled 1 job(s) {job['job_id']}" in cancelled.stdout
+        assert not sweep._pid_alive(job["pid"])  # `bench cancel` waited for it
+        out, err = submit.communicate(timeout=120)
+    finally:  # whatever failed, leave no job behind
+        if sweep.manifests(results) and sweep._pid_alive(pid := latest_manifest(results)["jobs"][0]["pid"]):
+            os.kill(pid, signal.SIGINT)
+        if submit.poll() is None:
+            submit.kill()
+    print(out, err)
+    assert submit.returncode == 5 and "did not finish" in err
+    assert "1 cancelled" in bench("status", "--results", str(results), env=env).stdout
+    run_dir = results / "runs" / job["run_id"]
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "final.json").exists()
+
+
+def test_debug_executor_sweep_then_status_and_submit(quickstart, tmp_path):
+    args = ["submit", "--suite", "quickstart", "--agents", "bc,bc", "--seeds", "0", *SHORT, "--executor", "debug",
+            "--results", str(tmp_path)]
+    first = bench(*args)
+    assert first.returncode == 0 and "1 job(s), 1 to submit" in first.stdout  # bc asked for twice, planned once
+    assert len(latest_manifest(tmp_path)["jobs"]) == 1
+    status = bench("status", "--results", str(tmp_path))
+    assert status.returncode == 0 and "1 done" in status.stdout
+    again = bench(*args)
+    assert again.returncode == 0 and "nothing to submit" in again.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--parallel", "0"], ["--parallel 0"]),
+    (["--parallel", "-1"], ["--parallel -1"]),
+    (["--profile", "."], ["profile . is a folder"]),
+    (["--executor", "slurm"], ["sbatch is not on the PATH"]),
+])
+def test_bad_submit_input_is_one_line_and_leaves_nothing(tmp_path, args, words):
+    result = bench("submit", "--suite", "quickstart", "--agents", "bc", "--seeds", "0", *args,
+                   "--results", str(tmp_path / "results"), env=env_without("sbatch", tmp_path / "bin"))
+    one_line_error(result, 2, *words)
+    assert not (tmp_path / "results" / "sweeps").exists() or sweep_folders(tmp_path / "results") == []
+
+
+@pytest.mark.parametrize("text, words", [
+    ("cpus_per_task = 0", "cpus_per_task = 0 should be at least 1"),
+    ("gpus_per_node = -1", "gpus_per_node = -1 should be at least 0"),
+    ("mem_gb = 0", "mem_gb = 0 should be at least"),
+    ("time_min = 1\nsignal_delay_s = 60", "signal_delay_s = 60 is not shorter than time_min = 1"),
+    ("array_parallelism = 0", "array_parallelism = 0 should be at least 1"),
+])
+def test_profile_numbers_are_range_checked(tmp_path, text, words):
+    (tmp_path / "p.toml").write_text(text + "\n")
+    with pytest.raises(ConfigError, match=words):
+        load_profile(tmp_path / "p.toml")
+
+
+def test_metrics_shorter_than_the_checkpoint_says_is_refused(quickstart, tmp_path, one_thread):
+    """After a node crash metrics.jsonl may have lost lines the checkpoint counts: resuming must not pad it."""
+    spec = Cell("bc", "quickstart/reacher/mixed-v0", (0,), (("steps", 200),),
+                (("eval_episodes", 2), ("eval_interval", 100))).spec()
+    options = RunOptions(results_root=tmp_path, device=torch.device("cpu"), progress=False)
+    run = Run(spec, options)
+    run.train()
+    run.final_path.unlink()  # as if the node died after the last checkpoint
+    metrics = run.dir / "metrics.jsonl"
+    metrics.write_bytes(metrics.read_bytes()[:10])
+    with pytest.raises(DataError, match="metrics.jsonl"):
+        Run(spec, options).train()
+    assert metrics.stat().st_size == 10

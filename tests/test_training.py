@@ -19,7 +19,7 @@ from benchmarks.cli import main
 from benchmarks.data.minari_store import read_info
 
 TASK = "quickstart/reacher/mixed-v0"
-CELL = ["--agent", "iql", "--task", TASK, "--seeds", "0,2", "--no-progress"]
+CELL = ["--agent", "iql", "--task", TASK, "--seeds", "0,2", "--no-progress", "--device", "cpu"]  # also where a GPU is
 SHORT = [*CELL, "--steps", "240", "--eval-every", "80", "--eval-episodes", "3", "--log-every", "40"]
 
 
@@ -57,6 +57,8 @@ def test_run_writes_scores_and_provenance(reference_run, capsys):
     last = [e for e in evals if e["kind"] == "eval"][-1]
     assert final["score"]["per_seed"]["0"] == last["score"][0] == final["scores"]["final"]["0"]
     assert final["scores"]["best"]["2"] == max(e["score"][1] for e in evals if e["kind"] == "eval")
+    # last_k (10) over 3 evaluations: the mean of all of them
+    assert final["scores"]["last_k"]["2"] == pytest.approx(np.mean([e["score"][1] for e in evals if e["kind"] == "eval"]))
     # the normalised score is 100 * (R - min) / (max - min) of the episode returns
     info = read_info(final["dataset"]["dataset_id"])
     returns = np.array(last["episode_returns"][1])

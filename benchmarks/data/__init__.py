@@ -43,17 +43,11 @@ def ensure_available(task: Task) -> None:
     """Make sure the task's dataset is in the Minari root, importing an original D4RL file if found."""
     if minari_store.dataset_exists(task.dataset_id):
         return
-    if task.source == "d4rl":
-        from benchmarks.data.d4rl import ensure_imported
+    if task.source != "d4rl":
+        raise minari_store.missing_dataset_error(task.dataset_id)
+    from benchmarks.data.d4rl import ensure_imported
 
-        ensure_imported(task)
-    elif task.source == "quickstart":
-        raise DataError(f"quick-start dataset {task.dataset_id} has not been generated", "run `bench data make quickstart`")
-    else:
-        raise DataError(
-            f"Minari dataset {task.dataset_id} is not in {minari_store.minari_root()}",
-            f"run `bench data download {task.dataset_id}` (needs internet) or set MINARI_DATASETS_PATH",
-        )
+    ensure_imported(task)
 
 
 def make_flat_env(env: str | gym.envs.registration.EnvSpec, **kwargs) -> gym.Env:
@@ -84,6 +78,9 @@ def load_task_data(task: Task, device: torch.device) -> TaskData:
     except ModuleNotFoundError as err:  # an entry point in a package that is not installed
         raise DataError(f"{info.path}: its evaluation environment needs the Python package {err.name!r}",
                         "install it (Minari's AntMaze and Adroit environments: pip install gymnasium-robotics)") from None
+    except Exception as err:  # an environment that cannot be built here, e.g. a package made for another MuJoCo
+        raise DataError(f"{info.path}: its evaluation environment cannot be made here ({type(err).__name__}: {str(err):.200})",
+                        "check that the versions of gymnasium, gymnasium-robotics and mujoco installed suit it") from None
     try:
         obs_space, act_space = env.observation_space, env.action_space
     finally:

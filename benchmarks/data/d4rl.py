@@ -35,17 +35,19 @@ from benchmarks.data.minari_store import (
     dataset_exists,
     dataset_lock,
     minari_root,
+    missing_dataset_error,
     read_info,
     sha256_file,
     write_dataset,
 )
-from benchmarks.errors import DataError
-from benchmarks.tasks import D4RL_URL, TASKS, Task, d4rl_file_name, get_task
+from benchmarks.errors import ConfigError, DataError
+from benchmarks.tasks import TASKS, Task, d4rl_file_name, get_task
 
 CONVENTION = "d4rl.qlearning_dataset, terminate_on_end=False"
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 OPTIONAL_KEYS = ("timeouts", "next_observations")
 FLAT_KEYS = ("rewards", "terminals", "timeouts")  # D4RL squeezes (N, 1) rewards and terminals to (N,)
+FLOAT32_KEYS = ("observations", "actions", "rewards", "next_observations")  # the import stores these as float32
 
 
 def d4rl_dataset_dir() -> Path:
@@ -64,7 +66,7 @@ def task_name_for_file(path: str | Path) -> str:
     if name not in known:
         raise DataError(
             f"{path}: {name!r} is not the download name of a known D4RL dataset",
-            f"known names: {', '.join(sorted(known))}; or give the task name explicitly",
+            f"known names: {', '.join(sorted(known))}; or name its task: `bench data import-d4rl {path} --task TASK`",
         )
     return known[name]
 
@@ -80,17 +82,8 @@ def _env_shapes(env_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         env.close()
 
 
-def read_d4rl_file(path: str | Path, env_id: str | None = None) -> dict[str, np.ndarray]:
-    """The arrays of a D4RL file, checked like ``OfflineEnv.get_dataset`` (``d4rl/offline_env.py``) and more.
-
-    Returns ``observations``, ``actions``, ``rewards``, ``terminals`` and, when present,
-    ``timeouts`` and ``next_observations``; ``(N, 1)`` rewards/terminals/timeouts become ``(N,)``.
-    Observation and action shapes are checked against ``env_id`` (default: the environment of
-    the task the file name belongs to). Any problem raises a one-line :class:`DataError`.
-    """
-    path = Path(path)
-    if env_id is None:
-        env_id = get_task(task_name_for_file(path)).env_id
+def _check_source(path: Path) -> None:
+    """One line for a path that cannot be a D4RL file: missing, a folder, empty, not HDF5."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if not path.is_file():
@@ -99,15 +92,39 @@ def read_d4rl_file(path: str | Path, env_id: str | None = None) -> dict[str, np.
         raise DataError(f"{path}: empty file (0 bytes)")
     if not h5py.is_hdf5(path):
         raise DataError(f"{path}: not an HDF5 file")
+
+
+def _first_bad_row(bad: np.ndarray) -> int | None:
+    rows = bad.any(axis=1) if bad.ndim == 2 else bad
+    return int(rows.argmax()) if rows.any() else None
+
+
+def read_d4rl_file(path: str | Path, env_id: str | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a D4RL file, checked like ``OfflineEnv.get_dataset`` (``d4rl/offline_env.py``) and more.
+
+    Returns ``observations``, ``actions``, ``rewards``, ``terminals`` and, when present,
+    ``timeouts`` and ``next_observations``; ``(N, 1)`` rewards/terminals/timeouts become ``(N,)``,
+    and floating-point ``FLOAT32_KEYS`` become float32, as the import stores them.
+    Observation and action shapes are checked against ``env_id`` (default: the environment of
+    the task the file name belongs to). Any problem raises a one-line :class:`DataError`.
+    """
+    path = Path(path)
+    _check_source(path)
+    if env_id is None:
+        env_id = get_task(task_name_for_file(path)).env_id
     try:
         with h5py.File(path, "r") as f:
             missing = [k for k in REQUIRED_KEYS if not isinstance(f.get(k), h5py.Dataset)]
             if missing:
                 present = ", ".join(f.keys()) or "none"
                 raise DataError(f"{path}: missing key(s) {', '.join(missing)} (top-level keys: {present})")
-            arrays = {k: f[k][()] for k in (*REQUIRED_KEYS, *OPTIONAL_KEYS) if isinstance(f.get(k), h5py.Dataset)}
-    except OSError as err:
-        raise DataError(f"{path}: cannot be read as HDF5 ({err})") from None
+            keys = [k for k in (*REQUIRED_KEYS, *OPTIONAL_KEYS) if isinstance(f.get(k), h5py.Dataset)]
+            arrays = {k: np.asarray(f[k][()]) for k in keys}
+    except (DataError, MemoryError):
+        raise
+    except Exception as err:  # a damaged file: h5py raises OSError, RuntimeError, KeyError, ValueError, ...
+        raise DataError(f"{path}: cannot be read as HDF5, the file is damaged ({type(err).__name__}: {str(err):.200})",
+                        "download it again") from None
     for key, value in arrays.items():
         if value.dtype.kind not in "biuf":
             raise DataError(f"{path}: {key} has non-numeric dtype {value.dtype}")
@@ -129,11 +146,16 @@ def read_d4rl_file(path: str | Path, env_id: str | None = None) -> dict[str, np.
                 "is the file for another environment?",
             )
     for key, value in arrays.items():
-        if value.dtype.kind == "f":
-            bad = ~np.isfinite(value)
-            rows = bad.any(axis=1) if bad.ndim == 2 else bad
-            if rows.any():
-                raise DataError(f"{path}: {key} contain NaN or inf (first at row {int(rows.argmax())})")
+        if value.dtype.kind != "f":
+            continue
+        if (row := _first_bad_row(~np.isfinite(value))) is not None:
+            raise DataError(f"{path}: {key} contain NaN or inf (first at row {row})")
+        if key in FLOAT32_KEYS:
+            with np.errstate(over="ignore"):
+                arrays[key] = value = value.astype(np.float32, copy=False)
+            if (row := _first_bad_row(~np.isfinite(value))) is not None:
+                raise DataError(f"{path}: {key} contain values beyond float32's range (first at row {row})",
+                                "the import stores them as float32, whose largest value is 3.4e38")
     return arrays
 
 
@@ -273,20 +295,24 @@ def import_d4rl(path: str | Path, task_name: str | None = None, force: bool = Fa
     invariants of :func:`qlearning_episodes`.
     """
     path = Path(path)
+    _check_source(path)
     task = _d4rl_task(task_name or task_name_for_file(path))
     with _import_lock(task):
         return _import(path, task, force)
 
 
-def import_path(path: str | Path, force: bool = False) -> list[DatasetInfo]:
-    """Import one D4RL file, or every ``*.hdf5`` of a directory named like a D4RL download.
+def import_path(path: str | Path, force: bool = False, task_name: str | None = None) -> list[DatasetInfo]:
+    """Import one D4RL file (as task ``task_name`` if given), or every ``*.hdf5`` of a directory named like a
+    D4RL download.
 
     In a directory, files with other names are reported with a ``UserWarning`` (and not
     imported), and datasets already imported are kept (with a warning) unless ``force``.
     """
     path = Path(path)
     if not path.is_dir():
-        return [import_d4rl(path, force=force)]
+        return [import_d4rl(path, task_name, force=force)]
+    if task_name is not None:
+        raise ConfigError(f"{path}: a folder; --task names the task of one file", "import the file on its own")
     files = sorted(path.glob("*.hdf5"))
     known = _known_files()
     recognised = [f for f in files if f.name in known]
@@ -318,11 +344,8 @@ def ensure_imported(task: Task) -> None:
         raise DataError(f"dataset {task.dataset_id} is not in the Minari root {minari_root()} (not a D4RL task)")
     source = d4rl_dataset_dir() / task.d4rl_file
     if not source.is_file():
-        raise DataError(
-            f"dataset {task.dataset_id} is not in the Minari root {minari_root()} and {source} does not exist",
-            f"download {D4RL_URL.format(file=task.d4rl_file)} and run `bench data import-d4rl FILE`, "
-            "or put it in $D4RL_DATASET_DIR",
-        )
+        missing = missing_dataset_error(task.dataset_id)
+        raise DataError(f"{missing.message} and {source} does not exist", missing.hint)
     with _import_lock(task):
         if not dataset_exists(task.dataset_id):  # another job may have imported it while we waited
             _import(source, task, force=False)

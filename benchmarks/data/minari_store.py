@@ -6,9 +6,10 @@ Every dataset the suite trains on lives in the Minari root (``$MINARI_DATASETS_P
 One loader turns any of them into transitions: episode ``i`` with ``T`` steps stores ``T + 1``
 observations, and gives transitions ``(o_t, a_t, r_t, o_{t+1}, terminated_t)``, ``t < T``.
 
-Writes are atomic: a dataset is built under a hidden folder of the root and renamed into place,
-under a lock, so two jobs that need the same dataset never see half of one. The SHA-256 of the
-data file is recorded in the dataset's metadata and checked on every load.
+Writes are atomic: a dataset is built under a hidden folder of the root and renamed into place
+under a lock (a dataset it replaces is renamed away first and deleted after), so two jobs that
+need the same dataset never see half of one, and an interrupted rebuild leaves the old one whole.
+The SHA-256 of the data file is recorded in the dataset's metadata and checked on every load.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 
 from benchmarks.errors import DataError
+from benchmarks.tasks import D4RL_URL, TASKS
 
 DATA_FILE = "main_data.hdf5"
 BENCH_METADATA_KEY = "bench"  # our own metadata, one JSON object inside Minari's metadata.json
@@ -183,37 +185,43 @@ def write_dataset(
         raise DataError(f"dataset {dataset_id} would be empty: no complete transition to write")
     root = minari_root()
     target = root / dataset_id
-    with dataset_lock(dataset_id):
-        if target.exists():
-            if not overwrite:
-                raise DataError(f"dataset {dataset_id} already exists at {target}", "pass --force to rebuild it")
-            shutil.rmtree(target)
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
-        try:
-            with _minari_root_at(staging), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                minari.create_dataset_from_buffers(
-                    dataset_id=dataset_id,
-                    buffer=episodes.buffers(),
-                    env=env_id,
-                    algorithm_name=algorithm_name,
-                    author="ofql-bench",
-                    author_email="ofql-bench@localhost",
-                    code_permalink="https://example.invalid/ofql-bench (see provenance)",
-                    ref_min_score=float(ref_min_score),
-                    ref_max_score=float(ref_max_score),
-                    description=description,
-                )
-            data = staging / dataset_id / "data"
-            bench = {**extra, "statistics": _statistics(episodes), "sha256": sha256_file(data / DATA_FILE)}
-            _update_raw_metadata(data, {BENCH_METADATA_KEY: bench})
+    if target.exists() and not overwrite:  # checked again under the lock; this saves the work
+        raise _exists_error(dataset_id, target)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    try:
+        with _minari_root_at(staging), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            minari.create_dataset_from_buffers(
+                dataset_id=dataset_id,
+                buffer=episodes.buffers(),
+                env=env_id,
+                algorithm_name=algorithm_name,
+                author="ofql-bench",
+                author_email="ofql-bench@localhost",
+                code_permalink="https://example.invalid/ofql-bench (see provenance)",
+                ref_min_score=float(ref_min_score),
+                ref_max_score=float(ref_max_score),
+                description=description,
+            )
+        data = staging / dataset_id / "data"
+        bench = {**extra, "statistics": _statistics(episodes), "sha256": sha256_file(data / DATA_FILE)}
+        _update_raw_metadata(data, {BENCH_METADATA_KEY: bench})
+        with dataset_lock(dataset_id):  # the old dataset stays whole until the new one is complete
+            if target.exists():
+                if not overwrite:
+                    raise _exists_error(dataset_id, target)
+                os.replace(target, staging / ".replaced")
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / dataset_id, target)
             _copy_namespace_metadata(staging, root, dataset_id)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return read_info(dataset_id)
+
+
+def _exists_error(dataset_id: str, target: Path) -> DataError:
+    return DataError(f"dataset {dataset_id} already exists at {target}", "pass --force to rebuild it")
 
 
 def _statistics(episodes: Episodes) -> dict[str, Any]:
@@ -262,67 +270,129 @@ def _minari_root_at(path: Path) -> Iterator[None]:
             os.environ["MINARI_DATASETS_PATH"] = old
 
 
+def missing_dataset_error(dataset_id: str) -> DataError:
+    """The error for a dataset missing from the Minari root, with the way to get it from its source."""
+    root = minari_root()
+    task = next((t for t in TASKS.values() if t.dataset_id == dataset_id), None)
+    if task is not None and task.source == "d4rl":
+        return DataError(
+            f"D4RL dataset {dataset_id} has not been imported into the Minari root {root}",
+            f"download {D4RL_URL.format(file=task.d4rl_file)} and run `bench data import-d4rl FILE`, "
+            "or put it in $D4RL_DATASET_DIR, from where `bench run` imports it",
+        )
+    if task is not None and task.source == "quickstart":
+        return DataError(f"quick-start dataset {dataset_id} has not been generated in {root}", "run `bench data make quickstart`")
+    return DataError(
+        f"Minari dataset {dataset_id} is not in {root}",
+        f"run `bench data download {dataset_id}` (needs internet) or set MINARI_DATASETS_PATH; "
+        "`bench data list` shows what is there",
+    )
+
+
 def _read_metadata(dataset_id: str) -> tuple[Path, dict[str, Any]]:
     data = dataset_dir(dataset_id) / "data"
     meta_path = data / "metadata.json"
     if not meta_path.is_file():
-        raise DataError(
-            f"dataset {dataset_id} is not in the Minari root {minari_root()}",
-            f"`bench data list` shows what is there; `bench data download {dataset_id}` fetches a Minari dataset",
-        )
+        raise missing_dataset_error(dataset_id)
     try:
-        return data, json.loads(meta_path.read_text())
+        metadata = json.loads(meta_path.read_text())
     except json.JSONDecodeError as err:
         raise DataError(f"{meta_path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(metadata, dict):
+        raise _metadata_error(data, "not a JSON object")
+    return data, metadata
+
+
+def _metadata_error(data: Path, problem: str) -> DataError:
+    return DataError(f"{data / 'metadata.json'}: {problem}", "rebuild or re-download the dataset")
+
+
+def _metadata_number(data: Path, mapping: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    """``mapping[key]`` as an int or a float (``kind``); ``default`` when absent or null."""
+    value = mapping.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
+        raise _metadata_error(data, f"{key} is {value!r:.40}, expected {'a whole number' if kind is int else 'a number'}")
+    return kind(value)
+
+
+def _metadata_object(data: Path, mapping: dict[str, Any], key: str) -> dict[str, Any]:
+    value = mapping.get(key, {})
+    if not isinstance(value, dict):
+        raise _metadata_error(data, f"{key!r} is {type(value).__name__} {value!r:.40}, expected a JSON object")
+    return dict(value)
+
+
+def _env_spec(data: Path, metadata: dict[str, Any]) -> gym.envs.registration.EnvSpec | None:
+    key = "eval_env_spec" if metadata.get("eval_env_spec") else "env_spec"
+    spec_json = metadata.get(key)
+    if not spec_json:
+        return None
+    if not isinstance(spec_json, str):
+        raise _metadata_error(data, f"{key} is {type(spec_json).__name__}, expected an EnvSpec as a JSON string")
+    try:
+        return gym.envs.registration.EnvSpec.from_json(spec_json)
+    except json.JSONDecodeError as err:
+        raise _metadata_error(data, f"{key} is not valid JSON ({err.msg} at character {err.pos})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        cause = f"missing field {err}" if isinstance(err, KeyError) else str(err.__cause__ or err)
+        raise DataError(
+            f"{data / 'metadata.json'}: {key} is not an EnvSpec gymnasium {gym.__version__} can read ({cause:.120})",
+            "was it written by another gymnasium version? rebuild or re-download the dataset",
+        ) from None
 
 
 def read_info(dataset_id: str, *, verify: bool = True) -> DatasetInfo:
-    """Metadata of a stored dataset, with its data file's checksum verified."""
+    """Metadata of a stored dataset, checked field by field, with its data file's checksum verified."""
     data, metadata = _read_metadata(dataset_id)
     data_file = data / DATA_FILE
     if not data_file.is_file():
         raise DataError(f"{data_file}: missing; the dataset folder is incomplete", "rebuild or re-download it")
-    extra = dict(metadata.get(BENCH_METADATA_KEY, {}))
+    extra = _metadata_object(data, metadata, BENCH_METADATA_KEY)
+    stats = _metadata_object(data, extra, "statistics")
     recorded = extra.pop("sha256", None)
+    if recorded is not None and not isinstance(recorded, str):
+        raise _metadata_error(data, f"{BENCH_METADATA_KEY}.sha256 is {recorded!r}, expected a hex string")
     actual = sha256_file(data_file) if verify or recorded is None else recorded
     if recorded is not None and actual != recorded:
         raise DataError(
             f"{data_file}: SHA-256 {actual[:12]}… differs from the {recorded[:12]}… recorded when it was written",
             "the file was modified or is corrupt; rebuild it",
         )
-    spec_json = metadata.get("eval_env_spec") or metadata.get("env_spec")
-    env_spec = gym.envs.registration.EnvSpec.from_json(spec_json) if spec_json else None
-    stats = extra.get("statistics", {})
     return DatasetInfo(
         dataset_id=dataset_id,
         path=data,
         sha256=actual,
-        env_spec=env_spec,
-        ref_min_score=metadata.get("ref_min_score"),
-        ref_max_score=metadata.get("ref_max_score"),
-        num_episodes=int(metadata.get("total_episodes", 0)),
-        num_transitions=int(metadata.get("total_steps", 0)),
-        reward_min=float(stats.get("reward_min", np.nan)),
-        reward_max=float(stats.get("reward_max", np.nan)),
-        num_terminals=int(stats.get("terminals", -1)),
+        env_spec=_env_spec(data, metadata),
+        ref_min_score=_metadata_number(data, metadata, "ref_min_score", float, None),
+        ref_max_score=_metadata_number(data, metadata, "ref_max_score", float, None),
+        num_episodes=_metadata_number(data, metadata, "total_episodes", int, 0),
+        num_transitions=_metadata_number(data, metadata, "total_steps", int, 0),
+        reward_min=_metadata_number(data, stats, "reward_min", float, np.nan),
+        reward_max=_metadata_number(data, stats, "reward_max", float, np.nan),
+        num_terminals=_metadata_number(data, stats, "terminals", int, -1),
         extra=extra,
     )
 
 
 def is_flattenable(space: gym.Space) -> bool:
-    """A Box, or a Dict of Boxes (goal-conditioned observations: AntMaze's observation, achieved_goal, desired_goal)."""
-    return isinstance(space, gym.spaces.Box) or (
-        isinstance(space, gym.spaces.Dict) and all(isinstance(s, gym.spaces.Box) for s in space.values()))
+    """A Box, or a Dict of them, nested or not (AntMaze: a Dict of Boxes; Kitchen: its achieved_goal and
+    desired_goal are Dicts of Boxes)."""
+    if isinstance(space, gym.spaces.Dict):
+        return all(is_flattenable(s) for s in space.values())
+    return isinstance(space, gym.spaces.Box)
 
 
-def flatten_observations(space: gym.Space, observations: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
-    """``[n, flatdim]`` observations: a Dict's parts side by side in the space's key order (sorted), the layout
-    of ``gym.spaces.flatten`` and so of the ``FlattenObservation`` wrapper the evaluation environment gets
-    (``benchmarks.data.make_flat_env``); AntMaze: achieved_goal (x, y), desired_goal (x, y), the ant's 27."""
+def flatten_observations(space: gym.Space, observations: np.ndarray | dict[str, Any]) -> np.ndarray:
+    """``[n, flatdim]`` observations of a Dict space: its parts side by side in the space's key order (sorted),
+    nested Dicts flattened in place, the layout of ``gym.spaces.flatten`` and so of the ``FlattenObservation``
+    wrapper the evaluation environment gets (``benchmarks.data.make_flat_env``); AntMaze: achieved_goal (x, y),
+    desired_goal (x, y), the ant's 27. A Box's observations are returned as they are."""
     if not isinstance(space, gym.spaces.Dict):
         return np.asarray(observations)
-    n = len(observations[next(iter(space.keys()))])
-    return np.concatenate([np.asarray(observations[key]).reshape(n, -1) for key in space.keys()], axis=1)
+    parts = [flatten_observations(s, observations[key]) for key, s in space.items()]
+    return np.concatenate([part.reshape(len(part), -1) for part in parts], axis=1)
 
 
 def load_dataset(dataset_id: str) -> tuple[DatasetArrays, DatasetInfo]:
@@ -346,7 +416,8 @@ def load_dataset(dataset_id: str) -> tuple[DatasetArrays, DatasetInfo]:
         if not supported:
             raise DataError(
                 f"{data_file}: {role} space {space} is not supported",
-                "the suite trains on Box actions and on Box observations or Dicts of them (flattened, e.g. AntMaze's)",
+                "the suite trains on Box actions, and on Box observations or Dicts of them, nested or not "
+                "(flattened, e.g. AntMaze's and Kitchen's)",
             )
     obs_shape = obs_space.shape if isinstance(obs_space, gym.spaces.Box) else (gym.spaces.flatdim(obs_space),)
     act_shape = act_space.shape
