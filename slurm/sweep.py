@@ -174,6 +174,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from ``/proc/<pid>/stat``: "pid (name) state ppid ...")."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+    return children
+
+
 def _slurm_command(args: list[str], hint: str) -> str:
     """Run a Slurm client command and return its output; missing, hanging or failing, one clear error."""
     try:
@@ -429,6 +439,8 @@ def cancel(manifest: dict[str, Any], results_root: Path) -> list[str]:
     if active and manifest["executor"] == "slurm":
         _slurm_command(["scancel", *(r["job_id"] for r in active)], "is slurmctld running?")
     pids = {r["pid"] for r in active if "pid" in r}
+    if manifest["executor"] == "local":  # the task too: a controller started in the background ignores SIGINT
+        pids |= {child for pid in pids for child in _children(pid)}
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGINT)

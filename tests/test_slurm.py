@@ -8,6 +8,7 @@ tests are skipped, unless BENCH_REQUIRE_SLURM=1 (set by .ci/run) makes that a fa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -277,7 +278,7 @@ def test_local_cancel_stops_the_job(quickstart, tmp_path):
         [sys.executable, "-m", "benchmarks.cli", "submit", "--suite", "quickstart", "--agents", "bc", "--seeds", "0",
          "--tasks", "quickstart/reacher/mixed-v0", "--steps", "1000000", "--eval-every", "1000000", "--parallel", "1",
          "--results", str(results)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # as `bench submit ... &` in a script
     try:
         deadline = time.time() + 300
         while not (sweep.manifests(results) and any((results / "runs").glob("*/starts.jsonl"))):
@@ -288,9 +289,11 @@ def test_local_cancel_stops_the_job(quickstart, tmp_path):
         assert cancelled.returncode == 0 and f"cancelled 1 job(s) {job['job_id']}" in cancelled.stdout
         assert not sweep._pid_alive(job["pid"])  # `bench cancel` waited for it
         out, err = submit.communicate(timeout=120)
-    finally:  # whatever failed, leave no job behind
+    finally:  # whatever failed, leave no job behind: it would slow every test after this one
         if sweep.manifests(results) and sweep._pid_alive(pid := latest_manifest(results)["jobs"][0]["pid"]):
-            os.kill(pid, signal.SIGINT)
+            for process in (*sweep._children(pid), pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process, signal.SIGKILL)
         if submit.poll() is None:
             submit.kill()
     print(out, err)
