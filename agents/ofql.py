@@ -220,8 +220,9 @@ class OFQL(Agent):
     def _one_step(self, policy: MeanFlowPolicy, observations: Tensor, streams: SeedStreams,
                   noise_scale: float = 1.0) -> Tensor:
         """One-step actions for ``observations`` ``[n_seeds, ..., obs_dim]``, ``eps ~ N(0, noise_scale^2 I)``
-        from ``streams``."""
-        return one_step_action(policy, observations, noise_scale * streams.randn(*observations.shape[1:-1], self.act_dim))
+        from ``streams`` (scale 1, training's and DQL's, adds no operation)."""
+        noise = streams.randn(*observations.shape[1:-1], self.act_dim)
+        return one_step_action(policy, observations, noise if noise_scale == 1.0 else noise_scale * noise)
 
     def control_key(self) -> tuple[bool]:
         return (ema_due(self.step, self.config.ema_start, self.config.ema_every),)

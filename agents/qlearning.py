@@ -109,4 +109,5 @@ def act_by_q(observations: Tensor, n_candidates: int, sample: Callable[[Tensor],
     (DQL: ``q_temperature`` 1; CleanDiffuser's ``weight_temperature`` is set per task)."""
     obs = observations.unsqueeze(2).expand(-1, -1, n_candidates, -1)
     candidates = sample(obs)
-    return choose_by_q(candidates, q_temperature * torch.minimum(*target_critic(obs, candidates)), streams)
+    q = torch.minimum(*target_critic(obs, candidates))
+    return choose_by_q(candidates, q if q_temperature == 1.0 else q_temperature * q, streams)  # 1: no extra operation
