@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.tables import latex_escape, markdown_table
+from benchmarks.errors import DataError
 
 KEY = ["agent", "task", "device_name", "n_seeds", "compile"]
+REQUIRED = [*KEY, "time", "repeats", "action_batch", "seed_updates_per_s_median", "decision_hz_median"]  # caption, figure
 TABLE_COLUMNS = {  # column -> (header, digits)
     "n_seeds": ("seeds", 0),
     "updates_per_s_median": ("updates/s", 1),
@@ -44,7 +46,15 @@ def load_perf(results_root: Path) -> pd.DataFrame:
     files = perf_files(results_root)
     if not files:
         return pd.DataFrame()
-    frame = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    frames = []
+    for path in files:
+        try:
+            frames.append(pd.read_csv(path))
+        except (OSError, ValueError) as err:  # pandas' parser and empty-file errors are ValueErrors
+            raise DataError(f"{path}: unreadable ({type(err).__name__})", "delete it or rerun `bench perf`") from None
+        if missing := [c for c in REQUIRED if c not in frames[-1].columns]:
+            raise DataError(f"{path}: not a bench perf CSV (no column {', '.join(missing)})", "delete it or rerun `bench perf`")
+    frame = pd.concat(frames, ignore_index=True)
     return frame.sort_values("time", kind="stable").drop_duplicates(KEY, keep="last").reset_index(drop=True)
 
 

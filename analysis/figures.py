@@ -28,30 +28,34 @@ def colors(labels: list[str]) -> dict[str, tuple]:
     return dict(zip(labels, sns.color_palette("colorblind", len(labels))))
 
 
-def interval_estimates(points: dict, intervals: dict, labels: list[str], path: Path) -> list[Path]:
+def interval_estimates(points: dict, intervals: dict, labels: list[str], title: str, path: Path) -> list[Path]:
     from rliable import plot_utils
 
     fig, _ = plot_utils.plot_interval_estimates(points, intervals, metric_names=list(AGGREGATES), algorithms=labels,
                                                 colors=colors(labels), xlabel="Normalised score / 100", max_ticks=3,
                                                 xlabel_y_coordinate=-0.5 / max(1, len(labels)) - 0.2)
+    fig.suptitle(title, fontsize="small", y=1 + 0.3 / fig.get_figheight(), va="bottom")  # above the metric names
     return save(fig, path)
 
 
-def performance_profiles(distributions: dict, cis: dict, thresholds: np.ndarray, labels: list[str], path: Path) -> list[Path]:
+def performance_profiles(distributions: dict, cis: dict, thresholds: np.ndarray, labels: list[str], title: str,
+                         path: Path) -> list[Path]:
     from rliable import plot_utils
 
     fig, ax = plt.subplots(figsize=(6, 4))
     plot_utils.plot_performance_profiles(distributions, thresholds, performance_profile_cis=cis,
                                          colors=colors(labels), xlabel=r"Normalised score / 100 ($\tau$)", ax=ax)
     ax.legend(loc="lower left", fontsize="small")  # rliable labels its lines; bare labels would name the CI bands
+    ax.set_title(title, fontsize="small")
     return save(fig, path)
 
 
-def improvement_probabilities(points: dict, intervals: dict, path: Path) -> list[Path]:
+def improvement_probabilities(points: dict, intervals: dict, title: str, path: Path) -> list[Path]:
     from rliable import plot_utils
 
     ax = plot_utils.plot_probability_of_improvement(points, intervals, pair_separator=PAIR_SEPARATOR,
                                                     figsize=(5, 0.6 * len(points) + 1))
+    ax.figure.suptitle(title, fontsize="small")
     return save(ax.figure, path)  # rliable returns the axes, not the figure
 
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,8 @@ import pandas as pd
 
 from analysis import compute, figures, published, statistics, tables
 from analysis.results import cell_scores, completeness, load_results
-from benchmarks.errors import BenchError, ConfigError
-from benchmarks.tasks import D4RL_LOCOMOTION_PROTOCOL
+from benchmarks.errors import BenchError, ConfigError, DataError
+from benchmarks.tasks import D4RL_LOCOMOTION_PROTOCOL, SUITES
 
 PROTOCOLS = {"final": "final evaluation (last evaluation of each run)",
              "best": "best evaluation during training (DQL's online model selection; on D4RL locomotion among the "
@@ -40,8 +42,12 @@ def expected_cells(results_root: Path) -> list[dict[str, Any]]:
     """Cells planned by every sweep under the results root (``results/sweeps/*/manifest.json``)."""
     cells = []
     for path in sorted((results_root / "sweeps").glob("*/manifest.json")):
-        manifest = json.loads(path.read_text())
-        cells += [{"agent": j["agent"], "task": j["task"], "seeds": j["seeds"]} for j in manifest["jobs"]]
+        try:
+            cells += [{"run_id": j["run_id"], "agent": j["agent"], "variant": j.get("variant", ""), "task": j["task"],
+                       "seeds": j["seeds"]} for j in json.loads(path.read_text())["jobs"]]  # no variant: older sweeps
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DataError(f"{path}: unreadable sweep manifest ({type(err).__name__})",
+                            "delete that sweep's folder if it is not needed") from None
     return cells
 
 
@@ -71,12 +77,37 @@ def write(path: Path, text: str, written: list[Path]) -> None:
 
 def build_report(results_root: Path, out: Path, *, reps: int = 2000, reference: str = "ofql",
                  pdf: bool = False) -> ReportFiles:
+    """Writes the report into a temporary folder beside ``out`` and moves its files into ``out`` only once
+    all are written, so that a failure (a damaged perf CSV, say) leaves the previous report as it was."""
     results = load_results(results_root)
     if results.empty:
         raise ConfigError(f"no run with evaluations under {results_root / 'runs'}", "train some with `bench run` or `bench submit`")
-    written: list[Path] = []
-    out.mkdir(parents=True, exist_ok=True)
     missing = completeness(results, expected_cells(results_root))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}-", dir=out.parent) as staging:
+        written = publish(Path(staging), out, write_report(results, results_root, missing, Path(staging), reps, reference))
+    if out / "report.tex" not in written:
+        raise ConfigError("no finished run to report yet", f"see {out / 'completeness.md'} for what is running or missing")
+    if pdf:
+        written.append(compile_pdf(out / "report.tex"))
+    return ReportFiles(out, written, missing)
+
+
+def publish(staging: Path, out: Path, files: list[Path]) -> list[Path]:
+    """Moves ``files`` from ``staging`` to the same places under ``out``; returns their new paths."""
+    moved = []
+    for path in files:
+        target = out / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        moved.append(target)
+    return moved
+
+
+def write_report(results: pd.DataFrame, results_root: Path, missing: pd.DataFrame, out: Path, reps: int,
+                 reference: str) -> list[Path]:
+    """Every file of the report, written into ``out``; only the completeness files where nothing finished."""
+    written: list[Path] = []
     frame = missing.assign(**{k: missing[k].map(lambda s: ",".join(map(str, s))) for k in
                               ("finished", "incomplete", "diverged", "missing")})
     frame.to_csv(out / "completeness.csv", index=False)
@@ -108,30 +139,41 @@ def build_report(results_root: Path, out: Path, *, reps: int = 2000, reference: 
             inputs.append(f"published_{protocol}.tex")
         written += rliable_figures(scores, results, out / "figures", protocol, reps, reference)
     if not score_tables:
-        raise ConfigError("no finished run to report yet", f"see {out / 'completeness.md'} for what is running or missing")
+        return written
     write(out / "macros.tex", tables.macros(score_tables, comparisons), written)
     compute_files = compute.write_compute_report(results_root, out)  # bench perf's latest CSVs, if any
     written += compute_files
     inputs += [p.name for p in compute_files if p.suffix == ".tex"]
     figure_files = sorted(p.relative_to(out) for p in written if p.suffix == ".pdf")
     write(out / "report.tex", document(inputs, figure_files), written)
-    if pdf:
-        written.append(compile_pdf(out / "report.tex"))
-    return ReportFiles(out, written, missing)
+    return written
+
+
+def aggregated(in_suite: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The tasks and labels of one suite's rliable aggregates: the tasks that every agent run with its
+    default config has finished (every label, where none is), and the labels finished on all of them. So an
+    ablation run on one task is left out of the aggregates instead of cutting them down to that task."""
+    labels = tables.ordered_labels(in_suite["label"])
+    finished = {lab: set(in_suite.loc[in_suite["label"] == lab, "task"]) for lab in labels}
+    defaults = [lab for lab in labels if (in_suite.loc[in_suite["label"] == lab, "variant"] == "").all()] or labels
+    tasks = [t for t in tables.ordered_tasks(in_suite["task"]) if all(t in finished[lab] for lab in defaults)]
+    return tasks, [lab for lab in labels if set(tasks) <= finished[lab]]
 
 
 def rliable_figures(scores: pd.DataFrame, results: pd.DataFrame, out: Path, protocol: str, reps: int,
                     reference: str) -> list[Path]:
-    """Per suite (scores of different suites are never pooled): aggregates over the suite's tasks that
-    every label in it has finished, each label with as many seeds as it has on all of those tasks."""
+    """Per suite (scores of different suites are never pooled): aggregates over the tasks and labels of
+    :func:`aggregated`, each label with as many seeds as it has on all of those tasks; each figure's title
+    says which tasks of the suite it covers and which labels it leaves out."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for suite, in_suite in scores.groupby("suite"):
-        labels = tables.ordered_labels(in_suite["label"])
-        tasks = [t for t in tables.ordered_tasks(in_suite["task"])
-                 if all(((in_suite["task"] == t) & (in_suite["label"] == lab)).any() for lab in labels)]
+        tasks, labels = aggregated(in_suite)
         if not tasks:
             continue
+        left_out = [lab for lab in tables.ordered_labels(in_suite["label"]) if lab not in labels]
+        title = (f"{suite}, {protocol} score: {len(tasks)} of {len(SUITES.get(suite, tasks))} tasks"
+                 + (f"; left out (not every task finished): {', '.join(left_out)}" if left_out else ""))
         name = f"{re.sub(r'[^A-Za-z0-9]+', '-', suite)}_{protocol}"
         by_label = {lab: {t: in_suite[(in_suite["label"] == lab) & (in_suite["task"] == t)].sort_values("seed")["score"].to_numpy()
                           for t in tasks} for lab in labels}
@@ -142,10 +184,11 @@ def rliable_figures(scores: pd.DataFrame, results: pd.DataFrame, out: Path, prot
                       for lab in labels for i, m in enumerate(statistics.AGGREGATES)]).to_csv(
             out / f"aggregates_{name}.csv", index=False)
         written.append(out / f"aggregates_{name}.csv")
-        written += figures.interval_estimates(points, intervals, labels, out / f"interval_estimates_{name}")
+        written += figures.interval_estimates(points, intervals, labels, title, out / f"interval_estimates_{name}")
         thresholds = np.linspace(0.0, 1.2, 61)
         distributions, cis = statistics.performance_profiles(matrices, thresholds, reps)
-        written += figures.performance_profiles(distributions, cis, thresholds, labels, out / f"performance_profiles_{name}")
+        written += figures.performance_profiles(distributions, cis, thresholds, labels, title,
+                                                out / f"performance_profiles_{name}")
         if reference in matrices and len(matrices) > 1:
             probs, prob_cis = statistics.improvement_probabilities(matrices, reference, reps)
             pd.DataFrame([{"suite": suite, "reference": reference, "other": pair.split(statistics.PAIR_SEPARATOR, 1)[1],
@@ -154,11 +197,12 @@ def rliable_figures(scores: pd.DataFrame, results: pd.DataFrame, out: Path, prot
                            "tasks": " ".join(tasks)} for pair in probs]).to_csv(
                 out / f"probability_of_improvement_{name}.csv", index=False)
             written.append(out / f"probability_of_improvement_{name}.csv")
-            written += figures.improvement_probabilities(probs, prob_cis, out / f"probability_of_improvement_{name}")
+            written += figures.improvement_probabilities(probs, prob_cis, title, out / f"probability_of_improvement_{name}")
     if protocol == "final":
-        finished = results[results["complete"] & ~results["diverged"]]
-        labels = tables.ordered_labels(finished["label"])
-        written += figures.learning_curves(finished, labels, tables.ordered_tasks(finished["task"]), out / "learning_curves")
+        # the evaluations of the runs the tables use: a seed also run in a superseded run counts once
+        used = results.merge(scores[["run_id", "seed"]], on=["run_id", "seed"])
+        labels = tables.ordered_labels(used["label"])
+        written += figures.learning_curves(used, labels, tables.ordered_tasks(used["task"]), out / "learning_curves")
     return written
 
 

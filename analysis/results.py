@@ -37,13 +37,21 @@ def _label(agent: str, variant: str) -> str:
     return agent if not variant else f"{agent} ({variant})"
 
 
-def _records(path: Path) -> list[dict[str, Any]]:
+def _records(path: Path, finished: bool) -> list[dict[str, Any]]:
+    """The lines of ``metrics.jsonl``. Only the last line of an unfinished run may be cut (by a crash:
+    the rest of the run still counts); a bad line anywhere else means the file was damaged."""
+    lines = path.read_text().splitlines() if path.exists() else []
     records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
+    for number, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a crash: the rest of the run still counts
-            continue
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines) and not finished:
+                break
+            raise DataError(f"{path}: line {number} is not JSON", "delete the run folder or rerun the cell with --force") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number} is not a JSON object", "delete the run folder or rerun the cell with --force")
+        records.append(record)
     return records
 
 
@@ -55,9 +63,12 @@ def _finite(value: Any) -> bool:
 
 def _json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: unreadable ({type(err).__name__})", "delete the run folder or rerun the cell") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: not a JSON object", "delete the run folder or rerun the cell")
+    return value
 
 
 def diverged_seeds(records: list[dict[str, Any]], n_seeds: int) -> list[bool]:
@@ -81,11 +92,36 @@ def diverged_seeds(records: list[dict[str, Any]], n_seeds: int) -> list[bool]:
 
 
 def load_run(run_dir: Path) -> pd.DataFrame:
+    try:
+        return _load_run(run_dir)
+    except (KeyError, TypeError, ValueError) as err:  # a file of another format, or edited by hand
+        raise DataError(f"{run_dir}: not a run of this version ({type(err).__name__}: {err})",
+                        "delete the run folder or rerun the cell with --force") from None
+
+
+def _check_evaluations(run_dir: Path, config: dict[str, Any], final: dict[str, Any] | None,
+                       evaluations: list[dict[str, Any]]) -> None:
+    """Every evaluation holds one score and return per seed; a finished run's file holds every evaluation
+    ``final.json`` counted, the last at the run's last step (else "final" would silently be an earlier one)."""
+    n_seeds = len(config["seeds"])
+    for evaluation in evaluations:
+        if len(evaluation["score"]) != n_seeds or len(evaluation["return"]) != n_seeds:
+            raise DataError(f"{run_dir / 'metrics.jsonl'}: the evaluation at step {evaluation['step']} does not hold "
+                            f"one score per seed ({n_seeds})", "delete the run folder or rerun the cell with --force")
+    if final is not None and (len(evaluations) != final["evaluations"]
+                              or not evaluations or evaluations[-1]["step"] != config["config"]["steps"]):
+        raise DataError(f"{run_dir / 'metrics.jsonl'}: {len(evaluations)} evaluations, the last at step "
+                        f"{evaluations[-1]['step'] if evaluations else '-'}, but final.json counts {final['evaluations']} "
+                        f"ending at step {config['config']['steps']}", "rerun the cell with --force")
+
+
+def _load_run(run_dir: Path) -> pd.DataFrame:
     config = _json(run_dir / "config.json")
     final_path = run_dir / "final.json"
     final = _json(final_path) if final_path.exists() else None
-    records = _records(run_dir / "metrics.jsonl")
+    records = _records(run_dir / "metrics.jsonl", finished=final is not None)
     evaluations = [r for r in records if r.get("kind") == "eval"]
+    _check_evaluations(run_dir, config, final, evaluations)
     diverged = dict(zip(config["seeds"], diverged_seeds(records, len(config["seeds"]))))
     provenance = (final or {}).get("provenance", {})
     task = TASKS.get(config["task"])
@@ -151,7 +187,8 @@ def _interval(value: Any) -> int | None:
 def completeness(results: pd.DataFrame, expected: list[dict[str, Any]]) -> pd.DataFrame:
     """Per (label, task): finished, incomplete and diverged seeds, and expected seeds not run at all.
 
-    ``expected`` lists planned cells (``agent``, ``task``, ``seeds``), e.g. from sweep manifests.
+    ``expected`` lists planned cells (``run_id``, ``agent``, ``variant``, ``task``, ``seeds``), e.g. from sweep
+    manifests; each counts under its label (a sweep with ``--set``, ``--steps`` or ``--grid`` plans variants).
     """
     rows = {}
     for (label, agent, task), group in results.groupby(["label", "agent", "task"]):
@@ -166,9 +203,11 @@ def completeness(results: pd.DataFrame, expected: list[dict[str, Any]]) -> pd.Da
             "diverged": sorted(int(s) for s in seeds.index[~seeds["usable"] & seeds["diverged"]]),
             "missing": [],
         }
+    labels = dict(zip(results["run_id"], results["label"]))
     for cell in expected:
-        row = rows.setdefault((cell["agent"], cell["task"]), {
-            "label": cell["agent"], "agent": cell["agent"], "task": cell["task"],
+        label = labels.get(cell["run_id"], _label(cell["agent"], cell["variant"]))
+        row = rows.setdefault((label, cell["task"]), {
+            "label": label, "agent": cell["agent"], "task": cell["task"],
             "finished": [], "incomplete": [], "diverged": [], "missing": [],
         })
         seen = set(row["finished"]) | set(row["incomplete"]) | set(row["diverged"])

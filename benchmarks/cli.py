@@ -264,7 +264,8 @@ def cmd_submit(args: argparse.Namespace) -> None:
             print(f"  local jobs see this shell's GPUs (CUDA_VISIBLE_DEVICES={visible})")
         for p in planned:
             action = "submit" if p in todo else "skip"
-            note = f" (job {p.previous['job_id']} in sweep {p.previous['sweep']})" if p.previous else ""
+            job = f"job {p.previous['job_id']}" if p.previous and "job_id" in p.previous else "not started"
+            note = f" ({job} in sweep {p.previous['sweep']})" if p.previous else ""
             variant = f" [{p.cell.variant()}]" if p.cell.variant() else ""
             print(f"  {action:<6} {p.state:<9} {p.run_id}{variant}{note}")
         if any(p.state in ("failed", "cancelled") for p in planned) and not args.retry_failed:
@@ -280,8 +281,14 @@ def cmd_submit(args: argparse.Namespace) -> None:
         print("nothing to submit")
         return
     manifest = submission.manifest
-    print(f"sweep {manifest['sweep_id']}: {len(submission.jobs)} job(s) {', '.join(j['job_id'] for j in manifest['jobs'])}")
-    print(f"manifest: {sweeps_manifest_path(root, manifest['sweep_id'])}; `bench status --sweep {manifest['sweep_id']}`")
+    if executor == "local":
+        print(f"sweep {manifest['sweep_id']}: {len(manifest['jobs'])} local job(s), at most {args.parallel} at once")
+    else:
+        print(f"sweep {manifest['sweep_id']}: {len(submission.jobs)} job(s) {', '.join(j['job_id'] for j in manifest['jobs'])}")
+    print(f"manifest: {sweeps_manifest_path(root, manifest['sweep_id'])}; `bench status --sweep {manifest['sweep_id']}`",
+          flush=True)
+    if executor == "local":  # outside the lock: starting every job can take as long as the sweep
+        sweep.launch_local(submission, root, args.parallel)
     if args.wait or executor != "slurm":
         sweep.wait(submission.jobs)
         unfinished = [row["run_id"] for row in print_status(manifest, root) if row["state"] != "done"]
@@ -308,7 +315,7 @@ def print_status(manifest: dict, results_root: Path) -> list[dict]:
     for row in rows:
         score = f"{row['score']:.1f}" if row["score"] is not None else "-"
         progress = f"{row['step']}/{row['steps']}"
-        print(f"  {row['state']:<10} {progress:>15} {score:>7}  {row['job_id']:<12} {row['run_id']}")
+        print(f"  {row['state']:<10} {progress:>15} {score:>7}  {row.get('job_id', '-'):<12} {row['run_id']}")
         if row["restarts"]:
             print(f"  {'':<10} restarted {row['restarts']} time(s)")
         if row["state"] in ("failed", "cancelled"):
@@ -331,8 +338,9 @@ def cmd_cancel(args: argparse.Namespace) -> None:
 
     root = results_root(args.results)
     manifest = sweep.load_manifest(root, args.sweep)
-    cancelled = sweep.cancel(manifest, root)
-    print(f"sweep {manifest['sweep_id']}: cancelled {len(cancelled)} job(s) {' '.join(cancelled)}")
+    cancelled, unstarted = sweep.cancel(manifest, root)
+    print(f"sweep {manifest['sweep_id']}: cancelled {' '.join([f'{len(cancelled)} job(s)', *cancelled])}"
+          + (f"; {unstarted} queued job(s) will not start" if unstarted else ""))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -414,7 +422,8 @@ def print_result(final: dict, run_dir: Path) -> None:
     )
     for seed, value in score["per_seed"].items():
         print(f"  seed {seed:>3}: {value:7.2f}")
-    print(f"  mean    : {score['mean']:7.2f} ± {score['std']:.2f} (std over {len(score['per_seed'])} seeds)")
+    n = len(score["per_seed"])
+    print(f"  mean    : {score['mean']:7.2f}" + (f" ± {score['std']:.2f} (sample std over {n} seeds)" if n > 1 else ""))
     print(f"results: {run_dir}")
 
 
@@ -537,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="progress of a sweep's cells",
-                       description="A table of a sweep's cells: state (pending, running, requeued, done, failed), "
+                       description="A table of a sweep's cells: state (queued or pending, running, requeued, done, failed, cancelled; "
+                       "local: unstarted, unknown from another machine), "
                        "progress, last score, job id, and for failed cells the last lines of the error and the log path.")
     p.add_argument("--sweep", help="sweep id (default: the latest)")
     add_results_argument(p)

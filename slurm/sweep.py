@@ -6,7 +6,13 @@ freezes the code (a copy of the git-tracked files, as submitit's ``RsyncSnapshot
 editing the checkout cannot change waiting jobs, submits the rest as one Slurm job array, and writes
 ``results/sweeps/<sweep id>/manifest.json`` (cells, run ids, job ids, profile, code version).
 Planning, submission and the manifest happen under one lock, so two racing submits never submit
-a cell twice or lose a record.
+a cell twice or lose a record. Local jobs start as slots free up (``--parallel``), which can take as
+long as the sweep: their manifest is written first, with every cell queued and the launching
+process recorded, and updated as each job starts, outside the lock, so that ``bench status`` and
+``bench cancel`` work from the start and a second submit skips the queued cells.
+
+Local processes are recorded by pid, the start time the kernel gives them and the machine's boot
+id, so a pid the system has since given to another process is never taken for the job.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import pickle
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import traceback
@@ -37,7 +44,9 @@ from benchmarks.training import Cell, write_json_atomic
 from slurm.jobs import CellJob
 from slurm.profile import Profile
 
-ACTIVE = {"pending", "running", "requeued"}
+ACTIVE = {"queued", "pending", "running", "requeued", "unknown"}
+# queued: a local cell waiting for a free slot; unstarted: one its launcher never started (submitted again as
+# new); unknown: a local job on another machine, whose process cannot be looked at from here
 SLURM_STATES = {  # sacct state -> what `bench status` shows
     "PENDING": "pending", "REQUEUED": "requeued", "REQUEUE_HOLD": "requeued", "REQUEUE_FED": "requeued",
     "RUNNING": "running", "COMPLETING": "running", "CONFIGURING": "running", "RESIZING": "running",
@@ -71,7 +80,7 @@ def plan(cells: list[Cell], results_root: Path) -> list[PlannedJob]:
             job.state = "done"
         elif job.run_id in latest:
             job.previous = latest[job.run_id]
-            job.state = "new" if live[job.run_id] == "done" else live[job.run_id]  # done, but its run folder is gone
+            job.state = "new" if live[job.run_id] in ("done", "unstarted") else live[job.run_id]  # done: run deleted
     return planned
 
 
@@ -96,9 +105,16 @@ def latest_records(results_root: Path) -> dict[str, dict[str, Any]]:
     """The most recent job record of every run id, over all sweeps."""
     latest: dict[str, dict[str, Any]] = {}
     for manifest in sorted(manifests(results_root), key=lambda m: m["created"]):
-        for record in manifest["jobs"]:
-            latest[record["run_id"]] = {**record, "sweep": manifest["sweep_id"], "executor": manifest["executor"]}
+        for record in job_records(manifest):
+            latest[record["run_id"]] = record
     return latest
+
+
+def job_records(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sweep's job records, each with what the sweep knows of where it runs (executor, machine, launcher)."""
+    sweep_fields = {"sweep": manifest["sweep_id"], "executor": manifest["executor"],
+                    **{k: manifest[k] for k in ("boot_id", "host", "launcher") if k in manifest}}
+    return [{**record, **sweep_fields} for record in manifest["jobs"]]
 
 
 def load_manifest(results_root: Path, sweep_id: str | None) -> dict[str, Any]:
@@ -148,12 +164,15 @@ def job_states(records: list[dict[str, Any]], results_root: Path) -> dict[str, s
         run_id = record["run_id"]
         if (results_root / "runs" / run_id / "final.json").exists():
             states[run_id] = "done"
+        elif "job_id" not in record:  # a local cell its launcher has not started (yet)
+            launcher = process_state(record, record.get("launcher"))
+            states[run_id] = {"alive": "queued", "unknown": "unknown"}.get(launcher, "unstarted")
         elif (result := _result(record)) is not None:
             states[run_id] = _ended_state(result)
         elif record["executor"] == "slurm":
             ask_slurm.append(record)
-        else:  # local: the pid of the job's controller; debug: of the process that runs the jobs
-            states[run_id] = "running" if "pid" in record and _pid_alive(record["pid"]) else "failed"
+        else:  # local: the job's controller process; debug: the process that runs the jobs
+            states[run_id] = {"alive": "running", "unknown": "unknown"}.get(process_state(record, record), "failed")
     sacct = _sacct_states([r["job_id"] for r in ask_slurm]) if ask_slurm else {}
     for record in ask_slurm:
         job_id = record["job_id"]
@@ -162,25 +181,57 @@ def job_states(records: list[dict[str, Any]], results_root: Path) -> dict[str, s
     return states
 
 
-def _pid_alive(pid: int) -> bool:
+def boot_id() -> str:
+    """This boot of this machine (Linux); a pid and start time identify a process only within one boot."""
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return ""
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` after the command name: [state, ppid, ...]; field 22 (start time) is index 19."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_identity(pid: int) -> dict[str, int]:
+    """What tells this process from a later one given the same pid: {"pid", "pid_start"} (clock ticks after boot)."""
+    fields = _stat_fields(pid)
+    return {"pid": pid, **({"pid_start": int(fields[19])} if fields else {})}
+
+
+def _pid_alive(pid: int, start: int | None = None) -> bool:
+    """The process runs (not a zombie) and, where ``start`` is given, is the one that started then."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        return "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    return True
+        pass
+    fields = _stat_fields(pid)
+    if fields is None:
+        return not Path("/proc").is_dir()  # no procfs: the kill test is all there is
+    return fields[0] != "Z" and (start is None or int(fields[19]) == start)
+
+
+def process_state(record: dict[str, Any], identity: dict[str, int] | None) -> str:
+    """alive, gone, or unknown (recorded on another machine or boot: its processes cannot be looked at here)."""
+    if identity is None or "pid" not in identity:
+        return "gone"
+    if record.get("boot_id", boot_id()) != boot_id():
+        return "unknown"
+    return "alive" if _pid_alive(identity["pid"], identity.get("pid_start")) else "gone"
 
 
 def _children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (from ``/proc/<pid>/stat``: "pid (name) state ppid ...")."""
     children = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(stat.parent.name))
+        fields = _stat_fields(int(stat.parent.name))
+        if fields is not None and int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
     return children
 
 
@@ -271,9 +322,9 @@ def local_environment(executor_kind: str, profile: Profile) -> tuple[tuple[str, 
     return ()
 
 
-def launch(executor: submitit.Executor, executor_kind: str, calls: list[CellJob], parallel: int) -> list[submitit.Job]:
-    """Submit the calls: one Slurm job array (one sbatch: all or nothing), local processes at most ``parallel``
-    at once (those started are cancelled if a later one fails), or debug jobs (they run in :func:`wait`)."""
+def launch(executor: submitit.Executor, executor_kind: str, calls: list[CellJob]) -> list[submitit.Job]:
+    """Submit the calls as one Slurm job array (one sbatch: all or nothing), or as debug jobs (they run in
+    :func:`wait`). Local jobs start one by one in :func:`launch_local`."""
     if executor_kind == "slurm":
         try:
             with contextlib.redirect_stderr(io.StringIO()), executor.batch():  # submitit echoes sbatch's errors
@@ -283,25 +334,31 @@ def launch(executor: submitit.Executor, executor_kind: str, calls: list[CellJob]
             reason = "; ".join(filter(None, lines))
             raise ConfigError(f"sbatch refused the jobs: {reason}", "check the profile's partition, account, qos, "
                               "constraint and extra_sbatch; `sinfo` lists the partitions") from None
-    if executor_kind == "debug":
-        return [executor.submit(call) for call in calls]
-    jobs: list[submitit.Job] = []
-    try:
-        for call in calls:
-            while sum(not j.done() for j in jobs) >= parallel:
-                time.sleep(0.5)
-            jobs.append(executor.submit(call))
-    except BaseException:
-        for job in jobs:
-            job.cancel()
-        raise
-    return jobs
+    return [executor.submit(call) for call in calls]
 
 
 @dataclasses.dataclass
 class Submission:
     manifest: dict[str, Any]
     jobs: list[submitit.Job]
+    folder: Path  # results/sweeps/<sweep id>
+    executor: submitit.Executor
+    queued: list[CellJob]  # local calls not started yet: launch_local starts them
+
+
+def cell_fields(planned: PlannedJob) -> dict[str, Any]:
+    return {"run_id": planned.run_id, "agent": planned.cell.agent, "variant": planned.cell.variant(),
+            "task": planned.cell.task, "seeds": list(planned.cell.seeds), "steps": planned.steps,
+            "reproduce": planned.cell.command()}
+
+
+def job_fields(job: submitit.Job, executor_kind: str) -> dict[str, Any]:
+    return {
+        "job_id": str(job.job_id), "log_folder": str(job.paths.folder),
+        "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
+        **(process_identity(int(job.job_id)) if executor_kind == "local" else {}),  # the job's controller
+        **(process_identity(os.getpid()) if executor_kind == "debug" else {}),  # this process runs debug jobs
+    }
 
 
 def submit(
@@ -314,8 +371,9 @@ def submit(
     parallel: int,
     command: list[str],
 ) -> Submission | None:
-    """Submit what is new (and failed, with ``retry_failed``); None when there is nothing to submit.
-    If submission fails, the sweep's folder (code snapshot, logs) is removed: nothing is left half made."""
+    """Submit what is new (and failed, with ``retry_failed``); None when there is nothing to submit. Local jobs
+    are only recorded as queued here: :func:`launch_local` starts them. If submission fails, the sweep's folder
+    (code snapshot, logs) is removed: nothing is left half made."""
     todo = to_submit(planned, retry_failed)
     if not todo:
         return None
@@ -334,33 +392,105 @@ def submit(
         threads = profile.cpus_per_task if executor_kind == "slurm" else max(1, (os.cpu_count() or 1) // parallel)
         environment = local_environment(executor_kind, profile)
         calls = [CellJob(p.cell, p.run_id, str(results_root.resolve()), threads, environment) for p in todo]
-        with running_from(code):
-            jobs = launch(executor, executor_kind, calls, parallel)
+        jobs = []
+        if executor_kind != "local":
+            with running_from(code):
+                jobs = launch(executor, executor_kind, calls)
+        manifest = {
+            "sweep_id": sweep_id,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": command,
+            "executor": executor_kind,
+            "profile": dataclasses.asdict(profile),
+            "code": version,
+            "results_root": str(results_root.resolve()),
+            "host": socket.gethostname(),
+            "boot_id": boot_id(),
+            **({"launcher": process_identity(os.getpid())} if executor_kind == "local" else {}),
+            "jobs": [cell_fields(p) for p in todo],  # local: queued until launch_local starts them
+            "skipped": [{"run_id": p.run_id, "state": p.state} for p in planned if p not in todo],
+        }
+        for record, job in zip(manifest["jobs"], jobs):
+            record.update(job_fields(job, executor_kind))
+        write_json_atomic(sweep / "manifest.json", manifest)
     except BaseException:
         shutil.rmtree(sweep, ignore_errors=True)
         raise
-    manifest = {
-        "sweep_id": sweep_id,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "executor": executor_kind,
-        "profile": dataclasses.asdict(profile),
-        "code": version,
-        "results_root": str(results_root.resolve()),
-        "jobs": [
-            {
-                "run_id": p.run_id, "agent": p.cell.agent, "task": p.cell.task, "seeds": list(p.cell.seeds),
-                "steps": p.steps, "job_id": str(job.job_id), "log_folder": str(job.paths.folder),
-                "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr), "reproduce": p.cell.command(),
-                **({"pid": int(job.job_id)} if executor_kind == "local" else {}),  # the job's controller
-                **({"pid": os.getpid()} if executor_kind == "debug" else {}),  # this process runs debug jobs
-            }
-            for p, job in zip(todo, jobs)
-        ],
-        "skipped": [{"run_id": p.run_id, "state": p.state} for p in planned if p not in todo],
-    }
-    write_json_atomic(sweep / "manifest.json", manifest)
-    return Submission(manifest, jobs)
+    return Submission(manifest, jobs, sweep, executor, calls if executor_kind == "local" else [])
+
+
+class LaunchStopped(Exception):
+    """SIGTERM (``bench cancel`` sends it) or SIGINT reached the process that starts a sweep's local jobs."""
+
+
+class StopSignals:
+    """While a local sweep starts its jobs, SIGTERM and SIGINT (unless ignored) raise :class:`LaunchStopped`, but
+    never while a job is being started and recorded: there they wait until it is. (Blocking them instead would
+    block them in the job too, which inherits the signal mask.)"""
+
+    def __init__(self) -> None:
+        self.deferring = self.pending = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.deferring:
+            self.pending = True
+        else:
+            raise LaunchStopped
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        names = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else [])
+        previous = {name: signal.signal(name, self) for name in names}
+        try:
+            yield
+        finally:
+            for name, handler in previous.items():
+                signal.signal(name, handler)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.pending:
+            raise LaunchStopped
+
+
+def launch_local(submission: Submission, results_root: Path, parallel: int) -> None:
+    """Start the queued local jobs, at most ``parallel`` at once, recording each in the manifest as it starts.
+    Stopped (SIGTERM from ``bench cancel``, Ctrl-C, an error), it cancels the jobs it started, records the rest
+    as never started (a later submit starts them) and raises; with none started the sweep's folder goes."""
+    manifest, path = submission.manifest, submission.folder / "manifest.json"
+    stop = StopSignals()
+    try:
+        with stop.installed(), running_from(submission.folder / "code"):
+            for i, call in enumerate(submission.queued):
+                while sum(not j.done() for j in submission.jobs) >= parallel:
+                    time.sleep(0.5)
+                with stop.deferred():  # no job started and left unrecorded
+                    job = submission.executor.submit(call)
+                    submission.jobs.append(job)
+                    manifest["jobs"][i].update(job_fields(job, "local"))
+                    write_json_atomic(path, manifest)
+    except BaseException as err:
+        del manifest["launcher"]
+        started = len(submission.jobs)
+        if started:
+            write_json_atomic(path, manifest)
+            cancel(manifest, results_root)
+        else:
+            shutil.rmtree(submission.folder, ignore_errors=True)
+        if isinstance(err, LaunchStopped):
+            raise RunInterrupted(
+                f"sweep {manifest['sweep_id']}: stopped after starting {started} of {len(manifest['jobs'])} job(s)"
+                + ("; those were cancelled after their checkpoint" if started else ", so the sweep was removed"),
+                "the same `bench submit`" + (" with --retry-failed resumes them and starts the rest" if started
+                                             else " starts them")) from None
+        raise
+    del manifest["launcher"]
+    write_json_atomic(path, manifest)
 
 
 def wait(jobs: list[submitit.Job], poll_s: float = 5.0) -> None:
@@ -410,8 +540,8 @@ def starts(results_root: Path, run_id: str) -> int:
 
 
 def manifest_states(manifest: dict[str, Any], results_root: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """The sweep's job records (with its executor) and the current state of each job."""
-    records = [{**r, "executor": manifest["executor"]} for r in manifest["jobs"]]
+    """The sweep's job records (with the sweep's fields) and the current state of each job."""
+    records = job_records(manifest)
     return records, job_states(records, results_root)
 
 
@@ -431,23 +561,48 @@ def status_rows(manifest: dict[str, Any], results_root: Path) -> list[dict[str, 
     return rows
 
 
-def cancel(manifest: dict[str, Any], results_root: Path) -> list[str]:
-    """Cancel the sweep's jobs that are still pending or running; returns their ids. Local and debug jobs get
-    SIGINT, as submitit's ``LocalJob.cancel`` sends (the run checkpoints and stops), and are waited for."""
+def cancel(manifest: dict[str, Any], results_root: Path) -> tuple[list[str], int]:
+    """Cancel the sweep's jobs that are still queued, pending or running; returns the ids of the jobs cancelled
+    and how many queued cells will not start. Local and debug jobs get SIGINT, as submitit's ``LocalJob.cancel``
+    sends (the run checkpoints and stops), and are waited for; a local sweep still starting its jobs has its
+    launcher stopped first (SIGTERM: it cancels what it started)."""
     records, states = manifest_states(manifest, results_root)
-    active = [r for r in records if states[r["run_id"]] in ACTIVE]
+    if "unknown" in states.values():
+        raise BenchError(f"sweep {manifest['sweep_id']} runs local processes on {manifest.get('host')} (another "
+                         "machine or boot), which cannot be signalled from here", "run `bench cancel` there")
+    queued = sum(state == "queued" for state in states.values())
+    launcher = manifest.get("launcher")
+    if queued and process_state(manifest, launcher) == "alive":
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(launcher["pid"], signal.SIGTERM)
+        _wait_for_exit([launcher], 2 * CANCEL_WAIT_S)
+        path = sweeps_dir(results_root) / manifest["sweep_id"] / "manifest.json"
+        if not path.exists():  # it had started nothing: the sweep is gone
+            return [], queued
+        manifest = json.loads(path.read_text())
+        records, states = manifest_states(manifest, results_root)
+        cancelled = [r["job_id"] for r in records if states[r["run_id"]] == "cancelled"]
+        queued = sum(state == "unstarted" for state in states.values())
+    else:
+        cancelled = []
+    active = [r for r in records if states[r["run_id"]] in ACTIVE and "job_id" in r]
     if active and manifest["executor"] == "slurm":
         _slurm_command(["scancel", *(r["job_id"] for r in active)], "is slurmctld running?")
-    pids = {r["pid"] for r in active if "pid" in r}
+    processes = [r for r in active if "pid" in r and _pid_alive(r["pid"], r.get("pid_start"))]
     if manifest["executor"] == "local":  # the task too: a controller started in the background ignores SIGINT
-        pids |= {child for pid in pids for child in _children(pid)}
-    for pid in pids:
+        processes += [process_identity(child) for r in processes for child in _children(r["pid"])]
+    for process in processes:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGINT)
-    deadline = time.monotonic() + CANCEL_WAIT_S
-    while (alive := sorted(p for p in pids if _pid_alive(p))) and time.monotonic() < deadline:
+            os.kill(process["pid"], signal.SIGINT)
+    _wait_for_exit(processes, CANCEL_WAIT_S)
+    return cancelled + [r["job_id"] for r in active], queued
+
+
+def _wait_for_exit(processes: list[dict[str, int]], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (still := sorted(p["pid"] for p in processes if _pid_alive(p["pid"], p.get("pid_start")))) and \
+            time.monotonic() < deadline:
         time.sleep(0.2)
-    if alive:
-        raise BenchError(f"process(es) {' '.join(map(str, alive))} still running {CANCEL_WAIT_S} s after SIGINT",
+    if still:
+        raise BenchError(f"process(es) {' '.join(map(str, still))} still running {timeout_s} s after the signal",
                          "stop them with kill -INT (kill -KILL loses their current checkpoint interval)")
-    return [r["job_id"] for r in active]

@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 
 from analysis import published, report, statistics, tables
-from analysis.results import cell_scores, diverged_seeds, load_results
+from analysis.results import cell_scores, completeness, diverged_seeds, load_results
 from benchmarks.cli import build_parser, cell_from_args, main
 from benchmarks.tasks import Protocol, get_task
 from benchmarks.training import Cell, seed_scores
@@ -141,7 +141,7 @@ def write_run(root: Path, template: Template, agent: str, task: str, finals: lis
     per_protocol = seed_scores(evaluations, Protocol(**config["protocol"]))
     put(final, "scores", {name: dict(zip(map(str, seeds), values)) for name, values in per_protocol.items()})
     put(final, "score", {"protocol": "final", "per_seed": final["scores"]["final"], "mean": float(np.mean(finals)),
-                         "std": float(np.std(finals))})
+                         "std": float(np.std(finals, ddof=1))})
     put(final, "final_return", dict(zip(map(str, seeds), returns_of(finals))))
     put(final, "evaluations", len(evaluations))
     put(final["provenance"]["git"], "commit", COMMIT)
@@ -274,6 +274,23 @@ def test_completeness_lists_every_gap(built):
     assert any("dql" in line and "diverged [1]" in line and "missing [3, 4]" in line for line in gap_lines)
 
 
+def test_completeness_counts_a_planned_variant_under_its_own_label(tree, tmp_path):
+    """A sweep with --steps/--set plans runs whose label is not the agent's name: finished, not missing."""
+    real = real_run_dir(tree)
+    shutil.copytree(real, tmp_path / "runs" / real.name)
+    manifest = tmp_path / "sweeps" / "20260101-000000-000000" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"sweep_id": manifest.parent.name, "jobs": [
+        {"run_id": real.name, "agent": "bc", "variant": REAL_LABEL[4:-1], "task": "quickstart/reacher/mixed-v0",
+         "seeds": [0, 1]},
+        {"run_id": "bc-never-started", "agent": "bc", "variant": REAL_LABEL[4:-1], "task": "quickstart/reacher/mixed-v0",
+         "seeds": [2]},
+        {"run_id": "bc-of-an-older-sweep", "task": "quickstart/reacher/mixed-v0", "agent": "bc", "seeds": [3]}]}))
+    frame = completeness(load_results(tmp_path), report.expected_cells(tmp_path)).set_index("label")
+    assert frame.loc[REAL_LABEL, ["finished", "missing"]].tolist() == [[0, 1], [2]]
+    assert frame.loc["bc", ["finished", "missing"]].tolist() == [[], [3]]  # manifests without variants
+
+
 # ------------------------------------------------------------------------------------ score tables
 
 
@@ -357,7 +374,7 @@ def test_macros_one_per_cell_and_expand_in_latex(built, tree):
     out, _ = built
     text = (out / "macros.tex").read_text()
     defined = dict(re.findall(r"\\newcommand\{(\\\w+)\}\{(.*)\}", text))
-    assert len(defined) == text.count("\\newcommand")  # one name, one definition
+    assert "is not defined" not in text  # no two cells share a name
     final = cell_scores(load_results(tree), "final")
     n_cells = sum(len(cell_scores(load_results(tree), p).groupby(["task", "label"])) for p in ("final", "best"))
     cell_macros = [n for n in defined if not n.endswith(("Average", "Published", "Delta", "Verdict"))]
@@ -384,6 +401,31 @@ def test_macros_one_per_cell_and_expand_in_latex(built, tree):
     bc = known_scores("best", "bc", "mujoco/hopper/medium-v0")
     assert written[0].startswith(f"{ofql.mean():.1f} ") and written[0].endswith(f" {ofql.std():.1f}")
     assert written[1].startswith(f"{np.mean(bc):.1f} ") and written[2] == "below"
+
+
+def test_macro_names_tell_decimals_apart_and_ambiguous_names_stay_undefined():
+    scores = pd.DataFrame([{"label": f"cql ({v})", "task": "hopper-medium-v2", "suite": "d4rl-locomotion", "seed": 0,
+                            "score": score} for v, score in (("alpha=5.0", 60.0), ("alpha=50", 40.0),
+                                                              ("lr=3e-4", 70.0), ("lr=3e4", 10.0))])
+    text = tables.macros([tables.score_table(scores, "final", "")])
+    defined = dict(re.findall(r"\\newcommand\{(\\\w+)\}\{(.*)\}", text))
+    assert defined["\\benchFinalCqlAlphaFivePointZeroHopperMediumVTwo"] == "60.0"
+    assert defined["\\benchFinalCqlAlphaFiveZeroHopperMediumVTwo"] == "40.0"
+    # "3e-4" and "3e4" spell alike: neither may cite the other's number
+    assert not any("Threee" in name for name in defined)
+    assert "% \\benchFinalCqlLrThreeeFourHopperMediumVTwo is not defined: it would name more than one cell" in text
+
+
+def test_latex_escape_compiles_every_special_character(tmp_path):
+    text = "a_b%c&d#e$f~g^h{i}j\\k"
+    escaped = tables.latex_escape(text)
+    assert escaped == "a\\_b\\%c\\&d\\#e\\$f\\textasciitilde{}g\\textasciicircum{}h\\{i\\}j\\textbackslash{}k"
+    if not pdflatex_available():
+        return
+    (tmp_path / "escape.tex").write_text(f"\\documentclass{{article}}\\begin{{document}}{escaped}\\end{{document}}\n")
+    out = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "escape.tex"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-500:]
 
 
 def pdflatex_available() -> bool:
@@ -461,6 +503,8 @@ def test_comparison_with_published_numbers(built, protocol):
     diff = np.mean(known_scores(protocol, "dql", "hopper-medium-v2")) - 90.5
     assert f"& {diff:+.1f} & {expected[('dql', 'hopper-medium-v2')][0]}" in row and "ofql-iclr2026-table (paper)" in row
     assert "given only where the published number reports the same score rule" in tex
+    assert "evaluated on Gymnasium's Hopper-v4, Walker2d-v4 (the papers: gym's -v2 on mujoco-py" in tex
+    assert "normalised with D4RL's reference returns (d4rl/infos.py)" in tex
     assert "no published number" in (out / f"published_{protocol}.md").read_text()
 
 
@@ -532,6 +576,36 @@ def test_report_rliable_aggregates_per_suite(built, protocol):
                  f"probability_of_improvement_minari-mujoco_{protocol}", "learning_curves"):
         assert (figures / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
         assert (figures / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_an_ablation_on_one_task_does_not_cut_the_suite_aggregates_down():
+    rows = [("ofql", "", t) for t in ("hopper-medium-v2", "walker2d-medium-v2")]
+    rows += [("bc", "", t) for t in ("hopper-medium-v2", "walker2d-medium-v2")]
+    rows += [("ofql (eta=2.0)", "eta=2.0", "walker2d-medium-v2")]
+    frame = pd.DataFrame([{"label": lab, "variant": var, "task": t} for lab, var, t in rows])
+    assert report.aggregated(frame) == (["hopper-medium-v2", "walker2d-medium-v2"], ["ofql", "bc"])
+    # an agent with its default config that lacks a task still cuts them down: compare on the same tasks
+    assert report.aggregated(frame[~((frame["label"] == "bc") & (frame["task"] == "hopper-medium-v2"))]) == (
+        ["walker2d-medium-v2"], ["ofql", "ofql (eta=2.0)", "bc"])
+    only_variants = frame[frame["variant"] != ""]  # e.g. quick runs with --steps: every label counts
+    assert report.aggregated(only_variants) == (["walker2d-medium-v2"], ["ofql (eta=2.0)"])
+
+
+def test_learning_curves_use_each_seed_once(tree, tmp_path, monkeypatch):
+    """A seed rerun alone (a per-seed job after a grouped one) is drawn from the run the tables use, not twice."""
+    results = load_results(tree)
+    older = results[(results["label"] == "ofql") & (results["task"] == "hopper-medium-v2")]
+    newer = older[older["seed"] == 0].assign(run_id="ofql-seed-0-again", finished=older["finished"].max() + 1,
+                                              score=older.loc[older["seed"] == 0, "score"] + 1.0)
+    results = pd.concat([results, newer], ignore_index=True)
+    drawn = []
+    monkeypatch.setattr(report.figures, "learning_curves", lambda frame, labels, tasks, path: drawn.append(frame) or [])
+    report.rliable_figures(cell_scores(results, "final"), results, tmp_path, "final", REPS, "ofql")
+    (frame,) = drawn
+    cell = frame[(frame["label"] == "ofql") & (frame["task"] == "hopper-medium-v2")]
+    assert not cell.duplicated(["seed", "step"]).any() and len(cell) == 2 * 5
+    assert set(cell.loc[cell["seed"] == 0, "run_id"]) == {"ofql-seed-0-again"}
+    assert not frame["run_id"].isin(results.loc[~results["complete"], "run_id"]).any()  # unfinished runs neither
 
 
 # ------------------------------------------------------------------------------------ bench report --cell
@@ -606,3 +680,92 @@ def test_empty_or_corrupt_results_are_one_clear_line(tmp_path, capsys):
     (run / "config.json").write_text('{"run_id": "ofql__hop')
     assert main(["report", "--results", str(tmp_path)]) == 3
     assert_one_line_error(capsys, "config.json", "unreadable")
+
+
+def lines_of(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def cut_last_evaluation(run: Path) -> None:
+    lines = lines_of(run / "metrics.jsonl")
+    (run / "metrics.jsonl").write_text("\n".join([*lines[:-1], lines[-1][:40]]) + "\n")
+
+
+def drop_last_evaluation(run: Path) -> None:
+    (run / "metrics.jsonl").write_text("\n".join(lines_of(run / "metrics.jsonl")[:-1]) + "\n")
+
+
+def damage_middle_line(run: Path) -> None:
+    lines = lines_of(run / "metrics.jsonl")
+    (run / "metrics.jsonl").write_text("\n".join([lines[0][:40], *lines[1:]]) + "\n")
+
+
+def one_score_for_two_seeds(run: Path) -> None:
+    lines = [json.loads(line) for line in lines_of(run / "metrics.jsonl")]
+    lines[-1]["score"] = lines[-1]["score"][:1]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def final_not_an_object(run: Path) -> None:
+    (run / "final.json").write_text("[]")
+
+
+def config_of_another_format(run: Path) -> None:
+    config = json.loads((run / "config.json").read_text())
+    del config["protocol"]
+    (run / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (cut_last_evaluation, "line 4 is not JSON"),  # a finished run's file is complete: no line may be cut
+    (drop_last_evaluation, "1 evaluations, the last at step 10, but final.json counts 2 ending at step 20"),
+    (damage_middle_line, "line 1 is not JSON"),
+    (one_score_for_two_seeds, "the evaluation at step 20 does not hold one score per seed (2)"),
+    (final_not_an_object, "final.json: not a JSON object"),
+    (config_of_another_format, "not a run of this version (KeyError: 'protocol')"),
+])
+def test_a_damaged_finished_run_is_one_clear_line_not_a_wrong_final_score(tree, tmp_path, capsys, damage, fragment):
+    """Left unchecked, each of these made the report take an earlier evaluation as the final one, count a run
+    as finished, or end in a traceback."""
+    real = real_run_dir(tree)
+    assert [json.loads(line)["kind"] for line in lines_of(real / "metrics.jsonl")] == ["train", "eval", "train", "eval"]
+    run = tmp_path / "runs" / real.name
+    shutil.copytree(real, run)
+    damage(run)
+    assert main(["report", "--results", str(tmp_path), "--reps", str(REPS)]) == 3
+    assert_one_line_error(capsys, real.name, fragment)
+    assert not (tmp_path / "report").exists()
+
+
+def test_an_unfinished_run_cut_by_a_crash_keeps_its_earlier_evaluations(tree, tmp_path):
+    run = tmp_path / "runs" / real_run_dir(tree).name
+    shutil.copytree(real_run_dir(tree), run)
+    (run / "final.json").unlink()
+    cut_last_evaluation(run)
+    results = load_results(tmp_path)
+    assert results["step"].tolist() == [10, 10] and not results["complete"].any()
+
+
+def test_a_failing_report_leaves_the_previous_one_as_it_was(tree, tmp_path, capsys):
+    """The report is written beside its folder and moved in once complete: a damaged perf CSV found after
+    the tables are written must leave the previous report whole, not half replaced."""
+    shutil.copytree(tree / "runs", tmp_path / "runs")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["report", "--results", str(tmp_path), "--reps", str(REPS)]) == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "report").rglob("*") if p.is_file()}
+    shutil.rmtree(tmp_path / "runs" / "ofql__hopper-medium-v2__seeds-0-1-2-3-4__synthetic")  # the tables would change
+    (tmp_path / "perf").mkdir()
+    (tmp_path / "perf" / "perf-hopper-medium-v2-cpu-1.csv").write_text('agent,"task\n')
+    assert main(["report", "--results", str(tmp_path), "--reps", str(REPS)]) == 3
+    assert_one_line_error(capsys, "perf-hopper-medium-v2-cpu-1.csv: unreadable", "bench perf")
+    assert {p: p.read_bytes() for p in (tmp_path / "report").rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["perf", "report", "runs"]  # no staging folder left
+
+
+def test_a_damaged_sweep_manifest_is_one_clear_line(tree, tmp_path, capsys):
+    shutil.copytree(tree / "runs", tmp_path / "runs")
+    manifest = tmp_path / "sweeps" / "20260101-000000-000000" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text('{"jobs": [{"agent": "ofql"')
+    assert main(["report", "--results", str(tmp_path), "--reps", str(REPS)]) == 3
+    assert_one_line_error(capsys, "manifest.json: unreadable sweep manifest")

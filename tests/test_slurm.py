@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.errors import ConfigError, DataError
+from benchmarks.errors import BenchError, ConfigError, DataError
 from benchmarks.training import Cell, Run, RunOptions
 from slurm import sweep
 from slurm.profile import load_profile
@@ -122,6 +123,16 @@ def sacct(job_id: str, field: str) -> str:
     return out.stdout.strip()
 
 
+def final_state(job_id: str, timeout_s: float = 60) -> str:
+    """The state Slurm's accounting ends a job in. A job's result file is written before its process exits,
+    and slurmdbd records the end a moment later, so a job just seen done may still read RUNNING here."""
+    deadline = time.time() + timeout_s
+    while (state := sacct(job_id, "State")) in {"", "PENDING", "RUNNING", "COMPLETING", "REQUEUED"}:
+        assert time.time() < deadline, f"Slurm still reports job {job_id} as {state or 'unknown'}"
+        time.sleep(0.5)
+    return state
+
+
 def test_sweep_runs_as_arrays_and_a_second_submit_submits_nothing(cluster, tmp_path):
     args = ["submit", "--suite", "quickstart-all", "--agents", "iql,bc", "--seeds", "0,1", *SHORT,
             "--profile", "local-cluster", "--results", str(tmp_path)]
@@ -137,7 +148,7 @@ def test_sweep_runs_as_arrays_and_a_second_submit_submits_nothing(cluster, tmp_p
         assert Path(job["log_folder"]) == Path(job["stdout"]).parent and job_result(job)[0] == "success"
         assert result["provenance"]["slurm"]["SLURM_ARRAY_JOB_ID"] in array_ids
         assert result["provenance"]["git"]["snapshot"] == str(tmp_path / "sweeps" / manifest["sweep_id"] / "code")
-        assert sacct(job["job_id"], "State") == "COMPLETED"
+        assert final_state(job["job_id"]) == "COMPLETED"
     assert manifest["code"]["commit"] and Path(manifest["code"]["snapshot"], "benchmarks", "training.py").exists()
     status = bench("status", "--results", str(tmp_path))
     assert status.stdout.count(" done ") == 4 and "4 done" in status.stdout
@@ -179,7 +190,7 @@ def test_preempted_job_resumes_from_its_checkpoint_to_the_same_result(cluster, t
         assert time.time() < deadline, "the preempted job never finished"
         states.add(sacct(job["job_id"], "State"))
         time.sleep(0.5)
-    assert sacct(blocker, "State") == "COMPLETED"
+    assert final_state(blocker) == "COMPLETED"
     starts = (run_dir / "starts.jsonl").read_text().splitlines()
     assert len(starts) == 2 and 0 < json.loads(starts[1])["from_step"] < steps, "not resumed from a SIGUSR2 checkpoint"
     assert states & {"REQUEUED", "PENDING", "PREEMPTED"}
@@ -271,36 +282,99 @@ def test_local_executor_runs_the_same_sweep_without_slurm(quickstart, tmp_path):
     assert [j["run_id"] for j in latest_manifest(tmp_path / "results")["jobs"]] == [manifest["jobs"][0]["run_id"]]
 
 
-def test_local_cancel_stops_the_job(quickstart, tmp_path):
+LONG_BC_CELLS = ["--suite", "quickstart-all", "--agents", "bc", "--seeds", "0", "--steps", "1000000",
+                 "--eval-every", "1000000"]  # invertedpendulum, then reacher
+
+
+def start_local_sweep(results: Path, env: dict, parallel: int) -> subprocess.Popen:
+    """`bench submit ... &` in a script (SIGINT ignored) of two long BC cells, on the local executor."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.cli", "submit", *LONG_BC_CELLS, "--parallel", str(parallel), "--retry-failed",
+         "--results", str(results)],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+
+
+def wait_for_starts(results: Path, submit: subprocess.Popen, minimum: int) -> dict:
+    """The latest sweep's manifest once its started jobs' runs count ``minimum`` starts (lines of starts.jsonl,
+    written as training begins or resumes) in all."""
+    deadline = time.time() + 300
+    while True:
+        assert time.time() < deadline and submit.poll() is None, "the local jobs never started training"
+        manifest = latest_manifest(results) if sweep.manifests(results) else {"jobs": []}
+        if sum(sweep.starts(results, job["run_id"]) for job in manifest["jobs"] if "job_id" in job) >= minimum:
+            return manifest
+        time.sleep(0.2)
+
+
+def test_local_sweep_can_be_watched_and_cancelled_while_it_starts_and_while_it_waits(quickstart, tmp_path):
     env = env_without("sbatch", tmp_path / "bin")
     results = tmp_path / "results"
-    submit = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.cli", "submit", "--suite", "quickstart", "--agents", "bc", "--seeds", "0",
-         "--tasks", "quickstart/reacher/mixed-v0", "--steps", "1000000", "--eval-every", "1000000", "--parallel", "1",
-         "--results", str(results)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # as `bench submit ... &` in a script
+    processes = []
     try:
-        deadline = time.time() + 300
-        while not (sweep.manifests(results) and any((results / "runs").glob("*/starts.jsonl"))):
-            assert time.time() < deadline and submit.poll() is None, "the local job never started training"
-            time.sleep(0.2)
-        job = latest_manifest(results)["jobs"][0]
+        # one slot for two cells: status shows the second queued, a racing submit skips it, cancel stops the launcher
+        processes.append(submit := start_local_sweep(results, env, parallel=1))
+        manifest = wait_for_starts(results, submit, minimum=1)
+        status = bench("status", "--results", str(results), env=env).stdout
+        assert "1 running, 1 queued" in status and re.search(r"queued .* - +bc__quickstart--reacher", status)
+        racing = bench("submit", *LONG_BC_CELLS, "--dry-run", "--results", str(results), env=env).stdout
+        assert "skip   running" in racing and "skip   queued" in racing
+        first = manifest["jobs"][0]
         cancelled = bench("cancel", "--results", str(results), env=env)
-        assert cancelled.returncode == 0 and f"cancelled 1 job(s) {job['job_id']}" in cancelled.stdout
-        assert not sweep._pid_alive(job["pid"])  # `bench cancel` waited for it
-        out, err = submit.communicate(timeout=120)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert f"cancelled 1 job(s) {first['job_id']}; 1 queued job(s) will not start" in cancelled.stdout
+        assert not sweep._pid_alive(first["pid"], first["pid_start"])  # `bench cancel` waited for it
+        _, err = submit.communicate(timeout=120)
+        assert submit.returncode == 4 and "stopped after starting 1 of 2 job(s)" in err
+        assert "1 cancelled, 1 unstarted" in bench("status", "--results", str(results), env=env).stdout
+
+        # the same command: the cancelled cell resumes, the unstarted one starts; cancelled while the sweep waits
+        processes.append(submit := start_local_sweep(results, env, parallel=2))
+        manifest = wait_for_starts(results, submit, minimum=3)  # 2 + 1
+        assert "launcher" not in manifest
+        cancelled = bench("cancel", "--results", str(results), env=env)
+        assert cancelled.returncode == 0 and "cancelled 2 job(s)" in cancelled.stdout
+        _, err = submit.communicate(timeout=120)
+        assert submit.returncode == 5 and "did not finish" in err
     finally:  # whatever failed, leave no job behind: it would slow every test after this one
-        if sweep.manifests(results) and sweep._pid_alive(pid := latest_manifest(results)["jobs"][0]["pid"]):
-            for process in (*sweep._children(pid), pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process, signal.SIGKILL)
-        if submit.poll() is None:
-            submit.kill()
-    print(out, err)
-    assert submit.returncode == 5 and "did not finish" in err
-    assert "1 cancelled" in bench("status", "--results", str(results), env=env).stdout
-    run_dir = results / "runs" / job["run_id"]
-    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "final.json").exists()
+        for manifest in sweep.manifests(results):
+            for job in manifest["jobs"]:
+                if "pid" in job and sweep._pid_alive(job["pid"], job["pid_start"]):
+                    for process in (*sweep._children(job["pid"]), job["pid"]):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(process, signal.SIGKILL)
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    assert "2 cancelled" in bench("status", "--results", str(results), env=env).stdout
+    resumed = json.loads((results / "runs" / first["run_id"] / "starts.jsonl").read_text().splitlines()[1])
+    assert resumed["from_step"] > 0  # from the checkpoint the first cancel left
+    for job in manifest["jobs"]:
+        run_dir = results / "runs" / job["run_id"]
+        assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "final.json").exists()
+
+
+def test_a_reused_pid_or_another_machines_process_is_not_taken_for_a_local_job(tmp_path):
+    process = subprocess.Popen(["sleep", "60"])
+    try:
+        identity = sweep.process_identity(process.pid)
+        record = {"run_id": "r", "job_id": str(process.pid), "log_folder": str(tmp_path), "executor": "local",
+                  "boot_id": sweep.boot_id(), **identity}
+        assert sweep.job_states([record], tmp_path) == {"r": "running"}
+        reused = {**record, "pid_start": identity["pid_start"] - 1}  # the same pid, started at another time
+        assert sweep.job_states([reused], tmp_path) == {"r": "failed"}
+        elsewhere = {**record, "boot_id": "another-machine-or-boot"}
+        assert sweep.job_states([elsewhere], tmp_path) == {"r": "unknown"}
+        manifest = {"sweep_id": "s", "executor": "local", "host": "node7", "boot_id": "another-machine-or-boot",
+                    "jobs": [{k: v for k, v in record.items() if k not in ("executor", "boot_id")}]}
+        with pytest.raises(BenchError) as refused:
+            sweep.cancel(manifest, tmp_path)
+        assert "local processes on node7" in refused.value.one_line() and "run `bench cancel` there" in refused.value.hint
+        assert process.poll() is None  # nothing was signalled
+    finally:
+        process.kill()
+        process.wait()
+    assert sweep.job_states([record], tmp_path) == {"r": "failed"}  # ended without a result
 
 
 def test_debug_executor_sweep_then_status_and_submit(quickstart, tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.cli import main
+from benchmarks.cli import main, print_result
 from benchmarks.data.minari_store import read_info
 
 TASK = "quickstart/reacher/mixed-v0"
@@ -56,6 +56,11 @@ def test_run_writes_scores_and_provenance(reference_run, capsys):
     assert [e["step"] for e in evals if e["kind"] == "train"] == [40, 80, 120, 160, 200, 240]
     last = [e for e in evals if e["kind"] == "eval"][-1]
     assert final["score"]["per_seed"]["0"] == last["score"][0] == final["scores"]["final"]["0"]
+    # mean and sample std (n - 1), as the report's tables give them
+    assert final["score"]["mean"] == pytest.approx(np.mean(last["score"]))
+    assert final["score"]["std"] == pytest.approx(np.std(last["score"], ddof=1))
+    print_result(final, reference_run)
+    assert f"± {final['score']['std']:.2f} (sample std over 2 seeds)" in capsys.readouterr().out
     assert final["scores"]["best"]["2"] == max(e["score"][1] for e in evals if e["kind"] == "eval")
     # last_k (10) over 3 evaluations: the mean of all of them
     assert final["scores"]["last_k"]["2"] == pytest.approx(np.mean([e["score"][1] for e in evals if e["kind"] == "eval"]))
