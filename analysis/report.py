@@ -90,18 +90,33 @@ def build_report(results_root: Path, out: Path, *, reps: int = 2000, reference: 
         raise ConfigError("no finished run to report yet", f"see {out / 'completeness.md'} for what is running or missing")
     if pdf:
         written.append(compile_pdf(out / "report.tex"))
+        list_files(out, written)
     return ReportFiles(out, written, missing)
 
 
+FILE_LIST = ".report-files"  # in the report's folder: what the last report wrote there, one relative path a line
+
+
 def publish(staging: Path, out: Path, files: list[Path]) -> list[Path]:
-    """Moves ``files`` from ``staging`` to the same places under ``out``; returns their new paths."""
+    """Moves ``files`` from ``staging`` to the same places under ``out`` and removes what the previous report
+    wrote there and this one does not (a table of an agent since dropped, a PDF of older tables); files it
+    never wrote are left alone. Returns the new paths."""
     moved = []
     for path in files:
         target = out / path.relative_to(staging)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
         moved.append(target)
+    listed = out / FILE_LIST
+    for name in set(listed.read_text().splitlines() if listed.exists() else []) - {str(p.relative_to(out)) for p in moved}:
+        if (out / name).resolve().is_relative_to(out.resolve()):
+            (out / name).unlink(missing_ok=True)
+    list_files(out, moved)
     return moved
+
+
+def list_files(out: Path, files: list[Path]) -> None:
+    (out / FILE_LIST).write_text("".join(f"{p.relative_to(out)}\n" for p in files))
 
 
 def write_report(results: pd.DataFrame, results_root: Path, missing: pd.DataFrame, out: Path, reps: int,

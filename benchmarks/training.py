@@ -396,7 +396,7 @@ class Run:
                 "protocol": self.protocol.score,
                 "per_seed": dict(zip(map(str, self.spec.seeds), reported)),
                 "mean": float(np.mean(reported)),
-                "std": float(np.std(reported, ddof=1)) if len(reported) > 1 else 0.0,  # sample std, as the report
+                "std": float(np.std(reported, ddof=1)) if len(reported) > 1 else None,  # sample std, as the report
             },
             "scores": {name: dict(zip(map(str, self.spec.seeds), values)) for name, values in per_protocol.items()},
             "final_return": dict(zip(map(str, self.spec.seeds), evaluations[-1]["return"])),

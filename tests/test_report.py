@@ -769,3 +769,23 @@ def test_a_damaged_sweep_manifest_is_one_clear_line(tree, tmp_path, capsys):
     manifest.write_text('{"jobs": [{"agent": "ofql"')
     assert main(["report", "--results", str(tmp_path), "--reps", str(REPS)]) == 3
     assert_one_line_error(capsys, "manifest.json: unreadable sweep manifest")
+
+
+def test_a_new_report_removes_what_the_previous_one_wrote_and_it_does_not(tree, tmp_path):
+    """Files of an older report would sit beside the new tables as if current (a suite's figures, a PDF of
+    the older tables); files the report never wrote stay."""
+    shutil.copytree(tree / "runs", tmp_path / "runs")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["report", "--results", str(tmp_path), "--reps", str(REPS)]) == 0
+    out = tmp_path / "report"
+    minari = out / "figures" / "aggregates_minari-mujoco_final.csv"
+    assert minari.exists()
+    (out / "notes.txt").write_text("mine")
+    for run in (tmp_path / "runs").glob("*__mujoco--hopper--medium-v0__*"):
+        shutil.rmtree(run)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["report", "--results", str(tmp_path), "--reps", str(REPS)]) == 0
+    assert not minari.exists() and (out / "notes.txt").read_text() == "mine"
+    listed = (out / report.FILE_LIST).read_text().splitlines()
+    assert listed and all((out / name).is_file() for name in listed) and "notes.txt" not in listed
+    assert (out / "figures" / "aggregates_d4rl-locomotion_final.csv").exists()
