@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from agents import AGENTS
-from benchmarks.errors import BenchError, ConfigError, SweepFailed
+from benchmarks.errors import BenchError, ConfigError, RunInterrupted, SweepFailed
 from benchmarks.provenance import CODE_ROOT
 from benchmarks.config import named_grid, parse_overrides
 from benchmarks.tasks import SUITES, TASKS, Task, get_task, task_for_dataset
@@ -290,7 +290,14 @@ def cmd_submit(args: argparse.Namespace) -> None:
     if executor == "local":  # outside the lock: starting every job can take as long as the sweep
         sweep.launch_local(submission, root, args.parallel)
     if args.wait or executor != "slurm":
-        sweep.wait(submission.jobs)
+        try:
+            sweep.wait(submission.jobs)
+        except KeyboardInterrupt:
+            raise RunInterrupted(
+                f"sweep {manifest['sweep_id']}: stopped waiting for its jobs",
+                f"`bench status --sweep {manifest['sweep_id']}` shows them; jobs that got the Ctrl-C too (local ones "
+                "started from this terminal) checkpointed, and the same `bench submit` with --retry-failed resumes "
+                "them") from None
         unfinished = [row["run_id"] for row in print_status(manifest, root) if row["state"] != "done"]
         if unfinished:
             raise SweepFailed(

@@ -286,13 +286,23 @@ LONG_BC_CELLS = ["--suite", "quickstart-all", "--agents", "bc", "--seeds", "0", 
                  "--eval-every", "1000000"]  # invertedpendulum, then reacher
 
 
-def start_local_sweep(results: Path, env: dict, parallel: int) -> subprocess.Popen:
-    """`bench submit ... &` in a script (SIGINT ignored) of two long BC cells, on the local executor."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.cli", "submit", *LONG_BC_CELLS, "--parallel", str(parallel), "--retry-failed",
-         "--results", str(results)],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+def start_local_sweep(results: Path, env: dict, parallel: int, ignore_sigint: bool = True) -> subprocess.Popen:
+    """Two long BC cells on the local executor, submitted as `bench submit ... &` in a script does (SIGINT
+    ignored) or from a terminal. Its output goes to a file (the jobs inherit it: a pipe would stay open as
+    long as they run); :func:`stderr_of` reads it."""
+    results.mkdir(parents=True, exist_ok=True)
+    with open(results / f"submit-{time.monotonic_ns()}.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.cli", "submit", *LONG_BC_CELLS, "--parallel", str(parallel),
+             "--retry-failed", "--results", str(results)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=log, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else signal.SIG_DFL))
+    process.log = Path(log.name)
+    return process
+
+
+def stderr_of(process: subprocess.Popen) -> str:
+    process.wait(timeout=120)
+    return process.log.read_text()
 
 
 def wait_for_starts(results: Path, submit: subprocess.Popen, minimum: int) -> dict:
@@ -307,7 +317,7 @@ def wait_for_starts(results: Path, submit: subprocess.Popen, minimum: int) -> di
         time.sleep(0.2)
 
 
-def test_local_sweep_can_be_watched_and_cancelled_while_it_starts_and_while_it_waits(quickstart, tmp_path):
+def test_local_sweep_can_be_watched_stopped_and_cancelled_while_it_starts_and_while_it_waits(quickstart, tmp_path):
     env = env_without("sbatch", tmp_path / "bin")
     results = tmp_path / "results"
     processes = []
@@ -324,18 +334,21 @@ def test_local_sweep_can_be_watched_and_cancelled_while_it_starts_and_while_it_w
         assert cancelled.returncode == 0, cancelled.stderr
         assert f"cancelled 1 job(s) {first['job_id']}; 1 queued job(s) will not start" in cancelled.stdout
         assert not sweep._pid_alive(first["pid"], first["pid_start"])  # `bench cancel` waited for it
-        _, err = submit.communicate(timeout=120)
+        err = stderr_of(submit)
         assert submit.returncode == 4 and "stopped after starting 1 of 2 job(s)" in err
         assert "1 cancelled, 1 unstarted" in bench("status", "--results", str(results), env=env).stdout
 
-        # the same command: the cancelled cell resumes, the unstarted one starts; cancelled while the sweep waits
-        processes.append(submit := start_local_sweep(results, env, parallel=2))
+        # the same command from a terminal: the cancelled cell resumes, the unstarted one starts; Ctrl-C (to the
+        # submit alone) stops the waiting, not the jobs; then they are cancelled
+        processes.append(submit := start_local_sweep(results, env, parallel=2, ignore_sigint=False))
         manifest = wait_for_starts(results, submit, minimum=3)  # 2 + 1
         assert "launcher" not in manifest
+        submit.send_signal(signal.SIGINT)
+        err = stderr_of(submit)
+        assert submit.returncode == 4 and err.startswith("bench: error: sweep") and "stopped waiting" in err
+        assert err.count("\n") == 1 and "2 running" in bench("status", "--results", str(results), env=env).stdout
         cancelled = bench("cancel", "--results", str(results), env=env)
         assert cancelled.returncode == 0 and "cancelled 2 job(s)" in cancelled.stdout
-        _, err = submit.communicate(timeout=120)
-        assert submit.returncode == 5 and "did not finish" in err
     finally:  # whatever failed, leave no job behind: it would slow every test after this one
         for manifest in sweep.manifests(results):
             for job in manifest["jobs"]:
