@@ -183,7 +183,8 @@ class StopFlag:
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
-    def __init__(self) -> None:
+    def __init__(self, signals: tuple[int, ...] = SIGNALS) -> None:
+        self.signals = signals
         self.signal: int | None = None
         self.previous: dict[int, Any] = {}
 
@@ -195,7 +196,7 @@ class StopFlag:
         if not enabled:
             yield self
             return
-        self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        self.previous = {s: signal.signal(s, self._handle) for s in self.signals}
         try:
             yield self
         finally:

@@ -40,7 +40,7 @@ import submitit
 
 from benchmarks import provenance
 from benchmarks.errors import BenchError, ConfigError, RunInterrupted
-from benchmarks.training import Cell, write_json_atomic
+from benchmarks.training import Cell, StopFlag, write_json_atomic
 from slurm.jobs import CellJob
 from slurm.profile import Profile
 
@@ -423,57 +423,27 @@ class LaunchStopped(Exception):
     """SIGTERM (``bench cancel`` sends it) or SIGINT reached the process that starts a sweep's local jobs."""
 
 
-class StopSignals:
-    """While a local sweep starts its jobs, SIGTERM and SIGINT (unless ignored) raise :class:`LaunchStopped`, but
-    never while a job is being started and recorded: there they wait until it is. (Blocking them instead would
-    block them in the job too, which inherits the signal mask.)"""
-
-    def __init__(self) -> None:
-        self.deferring = self.pending = False
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        if self.deferring:
-            self.pending = True
-        else:
-            raise LaunchStopped
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        names = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else [])
-        previous = {name: signal.signal(name, self) for name in names}
-        try:
-            yield
-        finally:
-            for name, handler in previous.items():
-                signal.signal(name, handler)
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        self.deferring = True
-        try:
-            yield
-        finally:
-            self.deferring = False
-        if self.pending:
-            raise LaunchStopped
-
-
 def launch_local(submission: Submission, results_root: Path, parallel: int) -> None:
     """Start the queued local jobs, at most ``parallel`` at once, recording each in the manifest as it starts.
     Stopped (SIGTERM from ``bench cancel``, Ctrl-C, an error), it cancels the jobs it started, records the rest
-    as never started (a later submit starts them) and raises; with none started the sweep's folder goes."""
+    as never started (a later submit starts them) and raises; with none started the sweep's folder goes. The
+    signals are recorded, and acted on between starts and every 0.5 s while it waits for a free slot."""
     manifest, path = submission.manifest, submission.folder / "manifest.json"
-    stop = StopSignals()
+    interactive = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # `bench submit ... &` ignores SIGINT
+    stop = StopFlag((signal.SIGTERM, *([signal.SIGINT] if interactive else [])))  # signals are only recorded ...
     try:
-        with stop.installed(), running_from(submission.folder / "code"):
+        with stop.installed(True), running_from(submission.folder / "code"):
             for i, call in enumerate(submission.queued):
-                while sum(not j.done() for j in submission.jobs) >= parallel:
+                while not stop and sum(not j.done() for j in submission.jobs) >= parallel:
                     time.sleep(0.5)
-                with stop.deferred():  # no job started and left unrecorded
-                    job = submission.executor.submit(call)
-                    submission.jobs.append(job)
-                    manifest["jobs"][i].update(job_fields(job, "local"))
-                    write_json_atomic(path, manifest)
+                if stop:
+                    raise LaunchStopped
+                job = submission.executor.submit(call)  # ... so no job is started and left unrecorded
+                submission.jobs.append(job)
+                manifest["jobs"][i].update(job_fields(job, "local"))
+                write_json_atomic(path, manifest)
+            if stop:
+                raise LaunchStopped
     except BaseException as err:
         del manifest["launcher"]
         started = len(submission.jobs)
