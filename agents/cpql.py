@@ -64,11 +64,11 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.base import Agent, AgentConfig, Batch, SeedStreams
-from agents.nets import SeedMLP, adam, clip_grad_norm_per_seed_, cosine_annealing, sinusoidal_embedding, torch_default
+from agents.nets import (SeedMLP, adam, clip_grad_norm_per_seed_, cosine_annealing, mish, sinusoidal_embedding,
+                         torch_default)
 from agents.qlearning import act_by_q, coin, dql_critic, ema_, ema_due, normalised_q_loss, sampled_td_target
 
 TIME_SCALE = 1000 * 0.25  # karras_diffusion.py denoise: rescaled_t = 1000 * 0.25 * log(sigma + 1e-44)
@@ -153,8 +153,8 @@ class ConsistencyMLP(nn.Module):
     def __init__(self, n_seeds: int, obs_dim: int, act_dim: int, hidden: int, t_dim: int):
         super().__init__()
         self.t_dim = t_dim
-        self.time_mlp = SeedMLP(n_seeds, (t_dim, 2 * t_dim, t_dim), F.mish)
-        self.mid = SeedMLP(n_seeds, (act_dim + t_dim + obs_dim, hidden, hidden, hidden, act_dim), F.mish)
+        self.time_mlp = SeedMLP(n_seeds, (t_dim, 2 * t_dim, t_dim), mish)
+        self.mid = SeedMLP(n_seeds, (act_dim + t_dim + obs_dim, hidden, hidden, hidden, act_dim), mish)
 
     def init_(self, streams: SeedStreams) -> ConsistencyMLP:
         self.time_mlp.init_(streams, torch_default, bias="torch_default")

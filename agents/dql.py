@@ -48,11 +48,10 @@ import copy
 import dataclasses
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.base import Agent, AgentConfig, Batch, SeedStreams
-from agents.nets import (SeedLinear, SeedMLP, adam, clip_grad_norm_per_seed_, cosine_annealing, init_seed_linear_,
+from agents.nets import (SeedLinear, SeedMLP, adam, clip_grad_norm_per_seed_, cosine_annealing, init_seed_linear_, mish,
                          polyak_, sinusoidal_embedding, torch_default)
 from agents.qlearning import act_by_q, coin, dql_critic, ema_, ema_due, normalised_q_loss, sampled_td_target
 
@@ -145,7 +144,7 @@ class EpsilonNet(nn.Module):
         self.t_dim = t_dim
         self.time_in = SeedLinear(n_seeds, t_dim, 2 * t_dim)
         self.time_out = SeedLinear(n_seeds, 2 * t_dim, t_dim)
-        self.body = SeedMLP(n_seeds, (act_dim + t_dim + obs_dim, hidden, hidden, hidden, act_dim), F.mish)
+        self.body = SeedMLP(n_seeds, (act_dim + t_dim + obs_dim, hidden, hidden, hidden, act_dim), mish)
 
     def init_(self, streams: SeedStreams) -> EpsilonNet:
         for layer in (self.time_in, self.time_out):
@@ -154,7 +153,7 @@ class EpsilonNet(nn.Module):
         return self
 
     def forward(self, x: Tensor, t: Tensor, state: Tensor) -> Tensor:
-        temb = self.time_out(F.mish(self.time_in(sinusoidal_embedding(t, self.t_dim))))
+        temb = self.time_out(mish(self.time_in(sinusoidal_embedding(t, self.t_dim))))
         return self.body(torch.cat([x, temb, state], dim=-1))
 
 

@@ -71,7 +71,7 @@ from torch import Tensor, nn
 from agents.base import Agent, AgentConfig, Batch, SeedStreams
 from agents.iql import expectile_loss
 from agents.nets import (
-    SeedLinear, SeedMLP, adam, cosine_annealing, init_seed_linear_, orthogonal, polyak_, sinusoidal_embedding,
+    SeedLinear, SeedMLP, adam, cosine_annealing, init_seed_linear_, mish, orthogonal, polyak_, sinusoidal_embedding,
     torch_default,
 )
 from agents.qlearning import act_by_q, dql_critic
@@ -140,9 +140,9 @@ class ScoreNetwork(nn.Module):
     def __init__(self, n_seeds: int, obs_dim: int, act_dim: int, hidden: int, hidden_layers: int, time_embed_dim: int):
         super().__init__()
         self.time_embed_dim = time_embed_dim
-        self.embed = SeedMLP(n_seeds, (time_embed_dim, 2 * time_embed_dim, time_embed_dim), F.mish)
+        self.embed = SeedMLP(n_seeds, (time_embed_dim, 2 * time_embed_dim, time_embed_dim), mish)
         self.first = SeedLinear(n_seeds, act_dim + obs_dim + time_embed_dim, hidden)
-        self.rest = SeedMLP(n_seeds, (hidden,) * hidden_layers + (act_dim,), F.mish)
+        self.rest = SeedMLP(n_seeds, (hidden,) * hidden_layers + (act_dim,), mish)
 
     def init_(self, streams: SeedStreams) -> ScoreNetwork:
         self.embed.init_(streams, torch_default, bias="torch_default")
@@ -217,7 +217,7 @@ class IQLCritic(nn.Module):
     def __init__(self, n_seeds: int, obs_dim: int, act_dim: int, hidden: int, streams: SeedStreams):
         super().__init__()
         self.q = dql_critic(n_seeds, obs_dim, act_dim, streams, hidden=hidden, layer_norm=True)
-        self.v = SeedMLP(n_seeds, (obs_dim, hidden, hidden, hidden, 1), F.mish).init_(
+        self.v = SeedMLP(n_seeds, (obs_dim, hidden, hidden, hidden, 1), mish).init_(
             streams, torch_default, bias="torch_default"
         )
 

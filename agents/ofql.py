@@ -68,11 +68,10 @@ import copy
 import dataclasses
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.base import Agent, AgentConfig, Batch, SeedStreams
-from agents.nets import (SeedMLP, TwinQ, adam, clip_grad_norm_per_seed_, polyak_, sinusoidal_embedding,
+from agents.nets import (SeedMLP, TwinQ, adam, clip_grad_norm_per_seed_, mish, polyak_, sinusoidal_embedding,
                          sinusoidal_embedding_derivative, torch_default)
 from agents.qlearning import act_by_q, coin, dql_critic, ema_, ema_due, normalised_q_loss, sampled_td_target
 
@@ -112,10 +111,10 @@ class MeanFlowPolicy(nn.Module):
         self.time_dim = time_dim
         self.time_scale = time_scale
         # DQL model.py time_mlp: SinusoidalPosEmb(d) -> Linear(d, 2d) -> Mish -> Linear(2d, d)
-        self.t_mlp = SeedMLP(n_seeds, (time_dim, 2 * time_dim, time_dim), F.mish)
-        self.r_mlp = SeedMLP(n_seeds, (time_dim, 2 * time_dim, time_dim), F.mish)
+        self.t_mlp = SeedMLP(n_seeds, (time_dim, 2 * time_dim, time_dim), mish)
+        self.r_mlp = SeedMLP(n_seeds, (time_dim, 2 * time_dim, time_dim), mish)
         # DQL model.py mid_layer (3 x Linear + Mish) and final_layer
-        self.body = SeedMLP(n_seeds, (act_dim + 2 * time_dim + obs_dim, hidden, hidden, hidden, act_dim), F.mish)
+        self.body = SeedMLP(n_seeds, (act_dim + 2 * time_dim + obs_dim, hidden, hidden, hidden, act_dim), mish)
 
     def init_(self, streams: SeedStreams) -> MeanFlowPolicy:
         for mlp in (self.t_mlp, self.r_mlp, self.body):

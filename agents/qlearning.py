@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.base import Batch, SeedStreams
-from agents.nets import TwinQ, torch_default
+from agents.nets import TwinQ, mish, torch_default
 
 
 def dql_critic(n_seeds: int, obs_dim: int, act_dim: int, streams: SeedStreams, *, hidden: int = 256,
                layer_norm: bool = False) -> TwinQ:
     """DQL's ``Critic``: two 3x256 Mish MLPs (``nn.Linear`` default init); LayerNorm for CPQL/DTQL."""
-    return TwinQ(n_seeds, obs_dim, act_dim, (hidden, hidden, hidden), F.mish, layer_norm=layer_norm).init_(
+    return TwinQ(n_seeds, obs_dim, act_dim, (hidden, hidden, hidden), mish, layer_norm=layer_norm).init_(
         streams, torch_default, bias="torch_default"
     )
 

@@ -13,6 +13,7 @@ from agent_testing import (
     assert_same_update, perturb_, random_batch, random_transitions, train_group_and_alone, trained_and_restored,
 )
 from agents.base import Batch, SeedStreams
+from agents.nets import mish
 from agents.dtql import (
     DTQL, DTQLConfig, GaussianTanhActor, actor_objective, denoising_loss, edm_scalings, iql_critic_loss, sample_sigma,
 )
@@ -241,7 +242,7 @@ def test_critic_architecture_q_with_layer_norm_v_without():
     agent = DTQL(OBS, ACT, make_config(), [0], "cpu")
     q1, v = agent.critic.q.q1, agent.critic.v
     assert [l.out_features for l in q1.linears] == [16, 16, 16, 1] and q1.norms is not None and len(q1.norms) == 3
-    assert q1.activation is F.mish and v.activation is F.mish
+    assert q1.activation is mish and v.activation is mish
     assert [l.out_features for l in v.linears] == [16, 16, 16, 1] and v.norms is None
 
 

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from agents.base import SeedStreams, Transitions, derive_seed
-from agents.nets import SeedLayerNorm, SeedLinear, SeedMLP, clip_grad_norm_per_seed_, orthogonal, polyak_, torch_default
+from agents.nets import (LOGISTIC_MISH_MIN_SIZE, SeedLayerNorm, SeedLinear, SeedMLP, clip_grad_norm_per_seed_, mish,
+                         mish_with_tangent, orthogonal, polyak_, torch_default)
 
 
 def test_seed_linear_is_one_linear_per_seed():
@@ -98,15 +99,51 @@ def test_per_seed_grad_clipping_matches_torch_for_each_seed_alone():
         torch.testing.assert_close(p.grad, g, rtol=0, atol=0)
 
 
-def test_forward_with_tangent_is_the_mlp_and_its_jvp():
-    """The chain rule through the layers (Mish's tangent from its backward kernel) = torch.func.jvp, in float64."""
-    mlp = SeedMLP(2, (5, 16, 16, 3), F.mish).init_(SeedStreams([0, 1], "init", "cpu"), torch_default).double()
-    x, dx = torch.randn(2, 7, 5, dtype=torch.float64), torch.randn(2, 7, 5, dtype=torch.float64)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mish_through_the_logistic_is_pytorchs_mish(dtype):
+    """The CPU's Mish (value, gradient, tangent, forward mode) = F.mish and its backward kernel to float rounding,
+    from -100 (where mish(x) is subnormal in float32 and the logistic flushes it to 0) to 100 (where e^x would
+    overflow a naive formula); below LOGISTIC_MISH_MIN_SIZE elements it is F.mish itself."""
+    x = torch.cat([torch.linspace(-100, 100, 20001, dtype=dtype), torch.randn(1000, dtype=dtype)])
+    assert x.numel() >= LOGISTIC_MISH_MIN_SIZE
+    g = torch.randn_like(x)
+    exact = F.mish(x.double())
+    scale = exact.abs().clamp(min=1e-30)  # relative error, absolute below 1e-30
+    ours, reference = mish(x), F.mish(x)
+    # in float32 no further from the float64 value than PyTorch's own kernel; in float64 within a few rounding steps
+    reference_error = ((reference.double() - exact).abs() / scale).max()
+    assert ((ours.double() - exact).abs() / scale).max() <= max(2 * reference_error, 8 * torch.finfo(dtype).eps)
+    torch.testing.assert_close(ours, reference)
+    leaf = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(mish(leaf), leaf, g)
+    slope = torch.ops.aten.mish_backward(g, x)
+    torch.testing.assert_close(grad, slope)
+    y, dy = torch.func.jvp(mish, (x,), (g,))
+    torch.testing.assert_close(y, ours, rtol=0, atol=0)
+    torch.testing.assert_close(dy, slope)
+    y, dy = mish_with_tangent(leaf, g)
+    torch.testing.assert_close(y, ours, rtol=0, atol=0)
+    torch.testing.assert_close(dy, slope)
+    assert y.requires_grad and not dy.requires_grad
+    small = x[: LOGISTIC_MISH_MIN_SIZE - 1]
+    torch.testing.assert_close(mish(small), F.mish(small), rtol=0, atol=0)
+    torch.testing.assert_close(mish_with_tangent(small, g[: small.numel()])[1], slope[: small.numel()], rtol=0, atol=0)
+    if dtype == torch.float64:
+        x = torch.randn(LOGISTIC_MISH_MIN_SIZE, dtype=dtype, requires_grad=True)
+        assert torch.autograd.gradcheck(mish, (x,), fast_mode=True)
+
+
+@pytest.mark.parametrize("rows", [7, 1024])
+def test_forward_with_tangent_is_the_mlp_and_its_jvp(rows):
+    """The chain rule through the layers (Mish's tangent) = torch.func.jvp, in float64: with 7 rows F.mish and its
+    backward kernel, with 1024 rows (2 x 1024 x 16 hidden values) Mish through the logistic."""
+    mlp = SeedMLP(2, (5, 16, 16, 3), mish).init_(SeedStreams([0, 1], "init", "cpu"), torch_default).double()
+    x, dx = torch.randn(2, rows, 5, dtype=torch.float64), torch.randn(2, rows, 5, dtype=torch.float64)
     y, dy = mlp.forward_with_tangent(x, dx)
     y_ref, dy_ref = torch.func.jvp(mlp, (x,), (dx,))
     torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
     torch.testing.assert_close(dy, dy_ref, rtol=1e-12, atol=1e-12)
-    with pytest.raises(ValueError, match="ACTIVATION_TANGENTS"):
+    with pytest.raises(ValueError, match="ACTIVATIONS_WITH_TANGENT"):
         SeedMLP(2, (5, 16, 3), torch.relu).forward_with_tangent(x, dx)
 
 

@@ -13,6 +13,7 @@ from agent_testing import (
     trained_and_restored,
 )
 from agents.base import Batch, SeedStreams
+from agents.nets import mish
 from agents.ofql import (
     OFQL,
     MeanFlowPolicy,
@@ -65,7 +66,7 @@ def test_policy_is_dqls_mlp_with_two_time_embeddings():
     assert [(l.in_features, l.out_features) for l in policy.r_mlp.linears] == [(64, 128), (128, 64)]
     body = [(l.in_features, l.out_features) for l in policy.body.linears]
     assert body == [(ACT + 64 + 64 + OBS, 256), (256, 256), (256, 256), (256, ACT)]
-    assert policy.body.activation is F.mish and policy.body.n_activated == 3
+    assert policy.body.activation is mish and policy.body.n_activated == 3
     # u depends on r (the average-velocity network is not the instantaneous one)
     s, a = torch.randn(2, 5, OBS), torch.randn(2, 5, ACT)
     t = torch.full((2, 5), 0.8)
