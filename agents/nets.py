@@ -21,8 +21,8 @@ from agents.base import SeedStreams
 
 LOGISTIC_MISH_MIN_SIZE = 16_384
 """Elements from which the CPU's Mish goes through the logistic (:class:`_LogisticMish`). Below it ``F.mish``'s one
-pass costs less than seven passes and an autograd function (development machine: the crossover lies between
-8,192 and 16,384 elements, forward and backward timed together)."""
+pass each way costs less than ten passes and a Python autograd function (development machine: the crossover lies
+between 8,192 and 16,384 elements, forward and backward timed together)."""
 
 
 def _logistic_mish_parts(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -30,20 +30,22 @@ def _logistic_mish_parts(x: Tensor) -> tuple[Tensor, Tensor]:
     ``tanh(softplus(x)) = ((1 + e^x)^2 - 1) / ((1 + e^x)^2 + 1) = n / (2 - n)`` with ``n = s (2 - s)``, exact for
     large negative ``x`` (no cancellation) and 1 for large positive ``x`` (no overflow)."""
     s = torch.sigmoid(x)
-    n = torch.neg(s).add_(2).mul_(s)  # in place with Python scalars: rsub(s, 2) would wrap 2 as a tensor first
-    return s, n.div_(torch.neg(n).add_(2))
+    n = torch.addcmul(s, s, s, value=-1).add_(s)
+    return s, n.div_(torch.neg(n).add_(2))  # not rsub(n, 2), which wraps 2 as a tensor first (slower)
 
 
-def _logistic_mish_slope(x: Tensor, s: Tensor, w: Tensor) -> Tensor:
-    """``mish'(x) = w + x s (1 - w^2)`` with ``s = sigmoid(x)``, ``w = tanh(softplus(x))``."""
-    return torch.mul(w, w).neg_().add_(1).mul_(s).mul_(x).add_(w)
+def _logistic_mish_slope(x: Tensor, y: Tensor, s: Tensor, w: Tensor) -> Tensor:
+    """``mish'(x) = w + x s (1 - w^2) = w + s (x - y w)`` with ``y = mish(x) = x w``, ``s = sigmoid(x)``,
+    ``w = tanh(softplus(x))``: two fused multiply-adds."""
+    return torch.addcmul(w, s, torch.addcmul(x, y, w, value=-1))
 
 
 class _LogisticMish(torch.autograd.Function):
-    """Mish and its derivative through :func:`_logistic_mish_parts`: elementwise passes around one logistic, where
-    PyTorch's CPU kernels evaluate exp, log1p and tanh per element, forward and backward (about 8x a sigmoid's time
-    on the development machine, where Mish took a third of DQL's update). Returns ``(mish(x), s, w)``; ``s`` and
-    ``w`` serve the backward and forward-mode derivatives."""
+    """Mish and its derivative through :func:`_logistic_mish_parts`: one logistic and six elementwise passes forward,
+    three backward, where PyTorch's CPU kernels evaluate exp, log1p and tanh per element each way (a forward pass
+    took about 8x a sigmoid's time on the development machine, where Mish was a third of DQL's update). Returns
+    ``(mish(x), s, w)``; with ``x`` and ``mish(x)``, ``s`` and ``w`` give the backward and forward-mode derivatives
+    (:func:`_logistic_mish_slope`)."""
 
     @staticmethod
     def forward(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -52,10 +54,10 @@ class _LogisticMish(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        (x,), (_, s, w) = inputs, output
+        (x,), (y, s, w) = inputs, output
         ctx.mark_non_differentiable(s, w)
-        ctx.save_for_backward(x, s, w)
-        ctx.save_for_forward(x, s, w)
+        ctx.save_for_backward(x, y, s, w)
+        ctx.save_for_forward(x, y, s, w)
 
     @staticmethod
     def backward(ctx, grad: Tensor, _grad_s: Tensor, _grad_w: Tensor) -> Tensor:
@@ -84,7 +86,7 @@ def mish_with_tangent(h: Tensor, dh: Tensor) -> tuple[Tensor, Tensor]:
     if _through_logistic(h):
         y, s, w = _LogisticMish.apply(h)
         with torch.no_grad():
-            return y, _logistic_mish_slope(h, s, w).mul_(dh)
+            return y, _logistic_mish_slope(h, y, s, w).mul_(dh)
     y = F.mish(h)
     with torch.no_grad():
         return y, torch.ops.aten.mish_backward(dh, h)
