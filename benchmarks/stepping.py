@@ -46,8 +46,6 @@ from agents.base import Agent, Batch, SeedStreams, Transitions
 from benchmarks.errors import BenchError
 
 RECOMPILE_LIMIT = 64  # per frame: control-key branches x grad modes
-# Dynamo's setting for it: ``recompile_limit`` in recent PyTorch, ``cache_size_limit`` (an alias since) in older ones
-RECOMPILE_LIMIT_SETTING = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
 WARMUP_STEPS = 2  # eager steps per control key before its capture: lazy initialisation, compilation
 
 
@@ -74,10 +72,13 @@ def compile_learn(agent: Agent, backend: str = "inductor") -> str:
     """
     compiled: Callable[[Batch], dict[str, Tensor]] = torch.compile(agent.learn, backend=backend)
     mode = "default" if backend == "inductor" else backend
+    # Dynamo's name for the limit: ``recompile_limit`` in recent PyTorch, ``cache_size_limit`` (an alias since) in
+    # older ones; looked up here, because ``torch._dynamo`` takes seconds to import and only compiling needs it
+    limit_setting = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
 
     def learn(batch: Batch) -> dict[str, Tensor]:
         try:
-            with torch._dynamo.config.patch(**{RECOMPILE_LIMIT_SETTING: RECOMPILE_LIMIT}):
+            with torch._dynamo.config.patch(**{limit_setting: RECOMPILE_LIMIT}):
                 return compiled(batch)
         except torch._dynamo.exc.TorchDynamoException as err:
             raise BenchError(f"torch.compile ({mode}) of {agent.name}'s update failed: {type(err).__name__}: "

@@ -1,6 +1,6 @@
 """Learning on CPU: each agent, trained by the real harness with its quick-start config on a
 quick-start mixed dataset, must beat the average normalised return of the data it learned from, over
-3 seeds; OFQL's one-step policy must also beat behaviour cloning on the same data.
+3 seeds (IQL also on the pendulum's, with one seed); OFQL's one-step policy must also beat behaviour cloning on the same data.
 
 The mixed datasets are mostly a systematically wrong ("medium") behaviour with a minority of expert
 episodes (see benchmarks/data/quickstart.py), so cloning them recovers only part of the expert's
@@ -66,7 +66,8 @@ def test_ofql_beats_behaviour_cloning(results):
 
 
 def test_iql_beats_the_pendulum_data(results):
-    """The pendulum's medium behaviour drives the cart off its rail; cloning the mixed data does too."""
-    assert main(["run", "--agent", "iql", "--task", PENDULUM, "--seeds", SEEDS, "--no-progress", "--results", str(results)]) == 0
+    """The pendulum's medium behaviour drives the cart off its rail; cloning the mixed data does too. One seed (0):
+    5,000 steps of batch 256 and up to 1,000-step episodes; three seeds cost a CI machine about 3 minutes."""
+    assert main(["run", "--agent", "iql", "--task", PENDULUM, "--seeds", "0", "--no-progress", "--results", str(results)]) == 0
     final = final_of("iql", PENDULUM, results)
     assert final["score"]["mean"] > data_score(PENDULUM) + MARGIN
