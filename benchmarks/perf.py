@@ -70,6 +70,7 @@ from benchmarks.training import Cell
 
 PHASE_FIELDS = ("pretrain_steps", "bc_steps", "ema_start")  # config fields that end a cheaper warm-up phase
 SYNTHETIC_TRANSITIONS = 100_000
+CALIBRATION_UPDATES = 5  # timed after the warm-up to size a window of --window seconds
 PAPER_ACTION_BATCH = 2500  # OFQL App. D: decision frequency over action batches of 2500 (50 envs x 50 candidates)
 
 
@@ -155,8 +156,8 @@ def time_calls(fn: Callable[[], Any], n: int, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def calls_per_window(seconds_per_call: float, fixed: int | None, window_seconds: float) -> int:
-    return fixed if fixed else max(1, math.ceil(window_seconds / max(seconds_per_call, 1e-9)))
+def calls_per_window(seconds_per_call: float, window_seconds: float) -> int:
+    return max(1, math.ceil(window_seconds / max(seconds_per_call, 1e-9)))
 
 
 class MemoryMeter:
@@ -231,11 +232,12 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
     step = TrainingStep(agent, data, batches, settings.compile, settings.cuda_graphs)
     skip_warmup_phases_(agent)
 
-    # warm-up: the first call (compilation, if any) timed alone, then the rest (graph captures) calibrate the window
+    # warm-up: the first call (compilation, if any) timed alone, then the rest (graph captures); then a few updates
+    # as the windows will run them size the windows (warm-up updates, eager and capturing, would make them too short)
     first = time_calls(step, 1, device)
-    rest = max(1, settings.warmup - 1)
-    per_update = time_calls(step, rest, device) / rest
-    steps = calls_per_window(per_update, settings.steps, settings.window_seconds)
+    time_calls(step, max(1, settings.warmup - 1), device)
+    steps = settings.steps or calls_per_window(time_calls(step, CALIBRATION_UPDATES, device) / CALIBRATION_UPDATES,
+                                               settings.window_seconds)
     rates = [steps / time_calls(step, steps, device) for _ in range(settings.repeats)]
     peak_train = memory.peak_mib()
     with FlopCounterMode(display=False) as flops, OperatorCounter() as update_ops:  # eager: every op dispatched
@@ -253,13 +255,13 @@ def measure(agent_name: str, n_seeds: int, settings: PerfSettings, sizes: tuple[
     for observations in (states, single):  # warm-up (graph captures); then calibration
         time_calls(lambda: step.act(observations), WARMUP_STEPS + 1, device)
     per_batch = time_calls(lambda: step.act(states), 1, device)
-    calls = calls_per_window(per_batch, None, settings.window_seconds / 2)
+    calls = calls_per_window(per_batch, settings.window_seconds / 2)
     act_rates = [calls / time_calls(lambda: step.act(states), calls, device) for _ in range(settings.repeats)]
     peak_act = memory.peak_mib()
     with OperatorCounter() as act_ops:  # eager
         agent.act(states)
     per_action = time_calls(lambda: step.act(single), 3, device) / 3
-    action_calls = calls_per_window(per_action, None, settings.window_seconds / 4)
+    action_calls = calls_per_window(per_action, settings.window_seconds / 4)
     latencies = [time_calls(lambda: step.act(single), action_calls, device) / action_calls
                  for _ in range(settings.repeats)]
 
