@@ -46,7 +46,8 @@ class _LogisticMish(torch.autograd.Function):
     three backward, where PyTorch's CPU kernels evaluate exp, log1p and tanh per element each way (a forward pass
     took about 8x a sigmoid's time on the development machine, where Mish was a third of DQL's update). Returns
     ``(mish(x), s, w)``; with ``x`` and ``mish(x)``, ``s`` and ``w`` give the backward and forward-mode derivatives
-    (:func:`_logistic_mish_slope`)."""
+    (:func:`_logistic_mish_slope`). Gradients for ``s`` and ``w`` are not materialised (autograd would otherwise
+    allocate and zero two tensors of ``x``'s size for every backward call, only for them to be ignored)."""
 
     @staticmethod
     def forward(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -57,12 +58,13 @@ class _LogisticMish(torch.autograd.Function):
     def setup_context(ctx, inputs, output) -> None:
         (x,), (y, s, w) = inputs, output
         ctx.mark_non_differentiable(s, w)
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, y, s, w)
         ctx.save_for_forward(x, y, s, w)
 
     @staticmethod
-    def backward(ctx, grad: Tensor, _grad_s: Tensor, _grad_w: Tensor) -> Tensor:
-        return _logistic_mish_slope(*ctx.saved_tensors).mul_(grad)
+    def backward(ctx, grad: Tensor | None, _grad_s: None, _grad_w: None) -> Tensor | None:
+        return None if grad is None else _logistic_mish_slope(*ctx.saved_tensors).mul_(grad)
 
     @staticmethod
     def jvp(ctx, dx: Tensor) -> tuple[Tensor, None, None]:
@@ -76,8 +78,14 @@ def _through_logistic(x: Tensor) -> bool:
 def mish(x: Tensor) -> Tensor:
     """Mish, ``x tanh(softplus(x))`` (Misra 2019; ``nn.Mish`` in the diffusion agents' official code): on the CPU
     from :data:`LOGISTIC_MISH_MIN_SIZE` elements through :class:`_LogisticMish` (equal to ``F.mish`` to float
-    rounding, tested), otherwise ``F.mish``, one fused kernel each way (on a GPU one launch, not seven)."""
-    return _LogisticMish.apply(x)[0] if _through_logistic(x) else F.mish(x)
+    rounding, tested), otherwise ``F.mish``, one fused kernel each way (on a GPU one launch, not seven). Where no
+    graph is recorded (``no_grad``: target actions, acting) the logistic's passes run without the autograd function,
+    whose Python call costs about as much as a pass here."""
+    if not _through_logistic(x):
+        return F.mish(x)
+    if torch.is_grad_enabled():
+        return _LogisticMish.apply(x)[0]
+    return x * _logistic_mish_parts(x)[1]
 
 
 def mish_with_tangent(h: Tensor, dh: Tensor) -> tuple[Tensor, Tensor]:
